@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh clone: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= workdirs/demo
+
+.PHONY: install demo test test-all clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Builds the synthetic dataset on first use, trains, then evaluates the best checkpoint on test.
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(BIN)/python train.py --config=configs/synthetic.py --workdir=$(DEMO_DIR)
+	$(BIN)/python eval.py --config=configs/synthetic.py --workdir=$(DEMO_DIR) --split=test
+
+# Fast suite (what CI runs); slow benchmarks are marked `slow` and skipped here.
+test: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-all: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) workdirs .pytest_cache

@@ -1,0 +1,1 @@
+"""TFDS dataset builders and feature extraction. Each builder lives in a module named after it."""

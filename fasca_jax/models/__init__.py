@@ -1,0 +1,1 @@
+"""FASCA-Net model components."""
