@@ -1,0 +1,63 @@
+"""Shared base config. Dataset configs (synthetic, mosi, mosei, iemocap, meld) override it.
+
+Every field can be overridden on the command line, e.g. `--config.optimizer.lr=3e-4`; a key
+that does not exist fails (configs are locked).
+"""
+
+import ml_collections
+
+
+def get_config():
+  """Base FASCA-Net config (MOSEI-like widths, sentiment regression)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 1111
+
+  # Data: a TFDS builder `data_prep.<name>` with a builder config, built under data_dir.
+  config.data_dir = 'data/tfds'
+  config.dataset = ml_collections.ConfigDict({'name': 'synthetic_affect', 'config': 'default'})
+  config.modalities = ('text', 'audio', 'vision')
+  config.dims = ml_collections.ConfigDict({'text': 768, 'audio': 74, 'vision': 35})
+  config.max_len = ml_collections.ConfigDict({'text': 50, 'audio': 50, 'vision': 50})
+  config.num_workers = 0  # grain worker processes; 0 reads in the main process.
+
+  # Task: 'regression' (sentiment in [-3, 3]), 'classification' (C classes) or 'iemocap' (4x2).
+  config.task = 'regression'
+  config.num_classes = 1
+  config.target_key = 'regression'  # the example field holding the target.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.d_model = 256
+  config.model.num_heads = 8
+  config.model.num_fusion_layers = 1
+  config.model.ffn_mult = 4
+  config.model.dropout = 0.1
+  config.model.attn_dropout = 0.0
+  config.model.use_fusion = True
+  config.model.d_align = 64
+  config.model.align_pairs = ('audio', 'vision')
+  config.model.dilations = ml_collections.ConfigDict({'audio': 2, 'vision': 1})
+  config.model.far_kernel = (3, 3)
+  config.model.num_bfa = 2
+  config.model.bfa_heads = 4
+  config.model.deform_method = 'auto'  # 'gather', 'interp' or 'auto' (fastest for the shape).
+  config.model.head_hidden = 256
+  config.model.aux_heads = False
+  config.aux_loss_weight = 0.0
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.lr = 2e-4
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.warmup_epochs = 1.0
+  config.optimizer.min_lr_ratio = 0.0
+  config.optimizer.grad_clip_norm = 1.0
+
+  config.num_epochs = 30
+  config.batch_size = 32  # global, over all devices of all processes.
+  config.eval_batch_size = 64
+  config.dtype = 'float32'  # computation dtype; parameters and loss stay float32.
+  config.log_every_steps = 50
+  config.keep_checkpoints = 2
+  config.skip_nonfinite = False  # True: skip updates with a non-finite loss and count them.
+  return config

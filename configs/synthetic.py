@@ -1,0 +1,48 @@
+"""FASCA-Net on the built-in synthetic dataset (built automatically on first use).
+
+  python train.py --config=configs/synthetic.py --workdir=workdirs/synthetic
+  python eval.py --config=configs/synthetic.py --workdir=workdirs/synthetic --split=test
+
+`configs/synthetic.py:tiny` shrinks data, model and epochs so the whole path runs in seconds
+(the tests use it).
+"""
+
+from configs import default
+
+
+def get_config(arg=None):
+  """arg: None for the demo run, 'tiny' for the seconds-long smoke configuration."""
+  config = default.get_config()
+  config.dataset.name = 'synthetic_affect'
+  config.dataset.config = 'default'
+  config.max_len.text = 40
+  config.max_len.audio = 120
+  config.max_len.vision = 120
+  config.model.d_model = 64
+  config.model.num_heads = 4
+  config.model.ffn_mult = 2
+  config.model.d_align = 32
+  config.model.bfa_heads = 2
+  config.model.head_hidden = 64
+  config.optimizer.lr = 1e-3
+  config.num_epochs = 12
+  config.batch_size = 32
+  config.log_every_steps = 20
+  if arg == 'tiny':
+    config.dataset.config = 'tiny'
+    config.max_len.text = 12
+    config.max_len.audio = 30
+    config.max_len.vision = 30
+    config.model.d_model = 16
+    config.model.num_heads = 2
+    config.model.d_align = 8
+    config.model.bfa_heads = 2
+    config.model.num_bfa = 1
+    config.model.head_hidden = 16
+    config.num_epochs = 2
+    config.batch_size = 16
+    config.eval_batch_size = 16
+    config.log_every_steps = 2
+  elif arg is not None:
+    raise ValueError(f"unknown config arg {arg!r}: expected none or 'tiny'")
+  return config

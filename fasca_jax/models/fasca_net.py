@@ -1,0 +1,110 @@
+"""The whole FASCA-Net: CLS tokens, fusion layers, FGFA pairs, task head."""
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from fasca_jax.models import alignment
+from fasca_jax.models import fusion
+from fasca_jax.models import heads
+
+Dtype = Any
+REFERENCE = 'text'
+
+
+class FascaNet(nn.Module):
+  """FASCA-Net over any subset of {text, audio, vision}.
+
+  Attributes mirror `config.model` (see configs/default.py); `modalities` fixes which streams
+  are built, `align_pairs` which partners are aligned to text (only those present).
+  """
+  modalities: Sequence[str]
+  task: str
+  num_classes: int = 1
+  d_model: int = 256
+  num_heads: int = 8
+  num_fusion_layers: int = 1
+  ffn_mult: int = 4
+  dropout: float = 0.1
+  attn_dropout: float = 0.0
+  use_fusion: bool = True
+  d_align: int = 64
+  align_pairs: Sequence[str] = ('audio', 'vision')
+  dilations: Mapping[str, int] = None
+  far_kernel: Sequence[int] = (3, 3)
+  num_bfa: int = 2
+  bfa_heads: int = 4
+  deform_method: str = 'auto'
+  head_hidden: int = 256
+  aux_heads: bool = False
+  dtype: Dtype = jnp.float32
+
+  def pairs(self):
+    """Partners aligned to text in this model (text and partner both present)."""
+    if REFERENCE not in self.modalities:
+      return ()
+    return tuple(p for p in self.align_pairs if p in self.modalities and p != REFERENCE)
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, Any], masks: Mapping[str, Any], *, train: bool):
+    """Runs the model.
+
+    Args:
+      inputs: modality -> (B, T_m, D_m) float features (every name in `modalities`).
+      masks: modality -> (B, T_m) bool, True on real steps.
+      train: enables dropout.
+
+    Returns:
+      outputs: {'main': task output, 'aux_<m>': ... when aux_heads}; task output is (B,) for
+        regression, (B, C) logits for classification, (B, 4, 2) logits for IEMOCAP.
+      intermediates: {'cross_attention': m -> (B, N, T_m+1, .), '<pair>_far': offsets/mask}.
+    """
+    missing = [m for m in self.modalities if m not in inputs]
+    if missing:
+      raise ValueError(f'model expects modalities {tuple(self.modalities)}; missing {missing}')
+    xs, ms = {}, {}
+    for m in self.modalities:
+      x = inputs[m].astype(self.dtype)
+      cls = self.param(f'cls_{m}', nn.initializers.normal(0.02), (1, 1, x.shape[-1]))
+      xs[m] = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])).astype(
+          self.dtype), x], axis=1)  # (B, T_m + 1, D_m)
+      ms[m] = jnp.concatenate([jnp.ones_like(masks[m][:, :1]), masks[m]], axis=1)
+    intermediates = {}
+    if self.use_fusion:
+      for i in range(self.num_fusion_layers):
+        xs, weights = fusion.TriModalFusion(
+            self.d_model, self.num_heads, self.ffn_mult, self.dropout, self.attn_dropout,
+            self.dtype, name=f'fusion_{i}')(xs, ms, train=train)
+      intermediates['cross_attention'] = weights
+    dilations = dict(self.dilations or {})
+    pooled = []
+    for p in self.pairs():
+      out, far = alignment.FGFA(
+          self.d_align, dilations.get(p, 1), tuple(self.far_kernel), self.num_bfa,
+          self.bfa_heads, self.deform_method, self.dtype, name=f'fgfa_{p}')(
+              xs[REFERENCE], ms[REFERENCE], xs[p], ms[p])
+      pooled.append(out)
+      intermediates[f'{p}_far'] = far
+    cls_vectors = [xs[m][:, 0] for m in self.modalities]
+    head = lambda name: heads.TaskHead(
+        self.task, self.num_classes, self.head_hidden, self.dropout, self.dtype, name=name)
+    outputs = {'main': head('head')(jnp.concatenate(pooled + cls_vectors, -1), train=train)}
+    if self.aux_heads:
+      for m in self.modalities:
+        outputs[f'aux_{m}'] = head(f'aux_{m}')(xs[m][:, 0], train=train)
+    return outputs, intermediates
+
+
+def build(config: ml_collections.ConfigDict) -> FascaNet:
+  """Builds the model named by the config (`config.model`, `config.modalities`, `config.task`)."""
+  m = config.model
+  return FascaNet(
+      modalities=tuple(config.modalities), task=config.task, num_classes=config.num_classes,
+      d_model=m.d_model, num_heads=m.num_heads, num_fusion_layers=m.num_fusion_layers,
+      ffn_mult=m.ffn_mult, dropout=m.dropout, attn_dropout=m.attn_dropout,
+      use_fusion=m.use_fusion, d_align=m.d_align, align_pairs=tuple(m.align_pairs),
+      dilations=dict(m.dilations), far_kernel=tuple(m.far_kernel), num_bfa=m.num_bfa,
+      bfa_heads=m.bfa_heads, deform_method=m.deform_method, head_hidden=m.head_hidden,
+      aux_heads=m.aux_heads, dtype=jnp.dtype(config.dtype))

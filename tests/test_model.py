@@ -1,0 +1,184 @@
+"""FASCA-Net model: shapes per task and modality subset, masking, batch independence, gradients."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fasca_jax.models import alignment
+from fasca_jax.models import fasca_net
+
+DIMS = {'text': 12, 'audio': 5, 'vision': 7}
+LENS = {'text': 6, 'audio': 15, 'vision': 9}
+
+
+def tiny_model(modalities=('text', 'audio', 'vision'), task='regression', num_classes=1, **kw):
+  kw = {'d_model': 8, 'num_heads': 2, 'd_align': 4, 'bfa_heads': 2, 'num_bfa': 1,
+        'head_hidden': 8, 'dropout': 0.0, 'dilations': {'audio': 2, 'vision': 1}, **kw}
+  return fasca_net.FascaNet(modalities=modalities, task=task, num_classes=num_classes, **kw)
+
+
+def make_inputs(batch=3, seed=0, modalities=tuple(DIMS), lengths=None):
+  rng = np.random.default_rng(seed)
+  inputs = {m: jnp.asarray(rng.normal(size=(batch, LENS[m], DIMS[m])), jnp.float32)
+            for m in modalities}
+  lengths = lengths or {m: rng.integers(2, LENS[m] + 1, size=batch) for m in modalities}
+  masks = {m: jnp.arange(LENS[m])[None, :] < jnp.asarray(lengths[m])[:, None] for m in modalities}
+  return inputs, masks
+
+
+_VARIABLES = {}
+
+
+def _init(model):
+  """Initialised variables, cached per model configuration."""
+  if repr(model) not in _VARIABLES:
+    inputs, masks = make_inputs(modalities=model.modalities)
+    _VARIABLES[repr(model)] = jax.jit(functools.partial(model.init, train=False))(
+        jax.random.key(0), inputs, masks)
+  return _VARIABLES[repr(model)]
+
+
+def apply(model, inputs, masks):
+  return jax.jit(functools.partial(model.apply, train=False))(_init(model), inputs, masks)
+
+
+@pytest.mark.parametrize('task,num_classes,shape', [
+    ('regression', 1, (3,)), ('classification', 7, (3, 7)), ('iemocap', 1, (3, 4, 2))])
+def test_output_shapes_per_task(task, num_classes, shape):
+  model = tiny_model(task=task, num_classes=num_classes)
+  (outputs, inter) = apply(model, *make_inputs())
+  assert outputs['main'].shape == shape
+  assert np.all(np.isfinite(outputs['main']))
+  assert inter['cross_attention']['text'].shape == (3, 2, LENS['text'] + 1,
+                                                    LENS['audio'] + LENS['vision'] + 2)
+  assert inter['audio_far']['offsets'].shape == (3, 1, LENS['text'] + 1, 18)
+  assert inter['vision_far']['mask'].shape == (3, 1, LENS['text'] + 1, 9)
+
+
+@pytest.mark.parametrize('modalities,pairs', [
+    (('text',), ()), (('text', 'audio'), ('audio',)), (('audio', 'vision'), ()),
+    (('text', 'vision'), ('vision',))])
+def test_any_subset_of_modalities(modalities, pairs):
+  model = tiny_model(modalities=modalities)
+  assert model.pairs() == pairs
+  outputs, inter = apply(model, *make_inputs(modalities=modalities))
+  assert outputs['main'].shape == (3,)
+  assert {k[:-4] for k in inter if k.endswith('_far')} == set(pairs)
+  params = _init(model)['params']
+  assert {k for k in params if k.startswith('fgfa_')} == {f'fgfa_{p}' for p in pairs}
+
+
+def test_padding_content_is_ignored():
+  model = tiny_model()
+  inputs, masks = make_inputs(seed=1)
+  noisy = {m: jnp.where(masks[m][..., None], x, 1e3) for m, x in inputs.items()}
+  a, _ = apply(model, inputs, masks)
+  b, _ = apply(model, noisy, masks)
+  np.testing.assert_allclose(a['main'], b['main'], atol=1e-5)
+
+
+def test_each_sample_is_independent_of_the_batch():
+  """The original FAR used sample 0 of the batch as reference; here outputs are per-sample."""
+  model = tiny_model()
+  inputs, masks = make_inputs(batch=4, seed=2)
+  full, _ = apply(model, inputs, masks)
+  for i in range(4):
+    single, _ = apply(model, *jax.tree.map(lambda a: a[i:i + 1], (inputs, masks)))
+    np.testing.assert_allclose(single['main'], full['main'][i:i + 1], atol=1e-5)
+  shuffled, _ = apply(model, *jax.tree.map(lambda a: a[::-1], (inputs, masks)))
+  np.testing.assert_allclose(shuffled['main'], full['main'][::-1], atol=1e-5)
+
+
+def _perturb_zero_init(params, seed=0):
+  """Gives the zero-initialised offset/mask convs small weights, as after some training."""
+  rng = np.random.default_rng(seed)
+  def f(path, p):
+    zero_init = any(getattr(k, 'key', None) in ('offsets', 'mask') for k in path)
+    return p + 0.1 * rng.normal(size=p.shape).astype(p.dtype) if zero_init else p
+  return jax.tree_util.tree_map_with_path(f, params)
+
+
+def test_gradients_reach_every_parameter():
+  model = tiny_model(task='classification', num_classes=3, aux_heads=True)
+  inputs, masks = make_inputs(seed=3)
+  params = _init(model)['params']
+  labels = jnp.array([0, 1, 2])
+
+  def loss(p):
+    out, _ = model.apply({'params': p}, inputs, masks, train=False)
+    return sum(-jax.nn.log_softmax(y)[jnp.arange(3), labels].mean() for y in out.values())
+
+  def dead(grads):
+    flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+    assert all(np.all(np.isfinite(g)) for _, g in flat)
+    return sorted(jax.tree_util.keystr(k) for k, g in flat if not np.any(np.asarray(g) != 0))
+
+  grad_fn = jax.jit(jax.grad(loss))
+  # At initialisation the offset/mask convs are zero (DCNv2), so the FAR bottleneck that feeds
+  # them gets no gradient yet; everything else does.
+  assert dead(grad_fn(params)) == sorted(
+      f"['fgfa_{p}']['far']['bottleneck']['{w}']" for p in ('audio', 'vision')
+      for w in ('bias', 'kernel'))
+  # Once those convs have weights, every parameter receives a gradient.
+  grads = grad_fn(_perturb_zero_init(params))
+  assert dead(grads) == []
+  # On a one-row time map, rows 0 and 2 of the audio FAR's 3x3 deformable kernel (dilation 2)
+  # sample at h = -2 + dy and 2 + dy, outside the map for small dy: no gradient there.
+  far_kernel = np.asarray(grads['fgfa_audio']['far']['kernel'])
+  assert np.all(far_kernel[0] == 0) and np.all(far_kernel[2] == 0)
+  assert np.any(far_kernel[1] != 0)
+
+
+def test_dropout_only_in_training():
+  model = tiny_model(dropout=0.5)
+  inputs, masks = make_inputs()
+  variables = _init(model)
+  run = lambda rng: model.apply(variables, inputs, masks, train=True, rngs={'dropout': rng})[0]
+  a, b = run(jax.random.key(1)), run(jax.random.key(2))
+  assert not np.allclose(a['main'], b['main'])
+  c = model.apply(variables, inputs, masks, train=False)[0]
+  d = model.apply(variables, inputs, masks, train=False)[0]
+  np.testing.assert_array_equal(c['main'], d['main'])
+
+
+def test_no_fusion_ablation_has_no_fusion_params():
+  model = tiny_model(use_fusion=False)
+  params = _init(model)['params']
+  assert not any(k.startswith('fusion_') for k in params)
+  outputs, inter = apply(model, *make_inputs())
+  assert outputs['main'].shape == (3,) and 'cross_attention' not in inter
+
+
+def test_missing_modality_input_is_a_clear_error():
+  model = tiny_model()
+  inputs, masks = make_inputs(modalities=('text', 'audio'))
+  with pytest.raises(ValueError, match=r"missing \['vision'\]"):
+    model.init(jax.random.key(0), inputs, masks, train=False)
+
+
+def _masks_from_lengths(lengths, t):
+  return jnp.arange(t)[None, :] < (jnp.asarray(lengths)[:, None] + 1)  # +1: the CLS step.
+
+
+def test_resample_identity_when_lengths_match():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 3)), jnp.float32)
+  x_mask = _masks_from_lengths([5, 3], 6)
+  out = alignment.resample_to(x, x_mask, x_mask)
+  np.testing.assert_allclose(out, x * x_mask[..., None], atol=1e-6)
+
+
+def test_resample_linear_interpolation_by_hand():
+  # One example: CLS + 3 partner steps [0, 10, 20] stretched onto CLS + 5 reference steps:
+  # source positions 0, .5, 1, 1.5, 2 -> values 0, 5, 10, 15, 20; reference padding -> 0.
+  x = jnp.asarray([[[7.0], [0.0], [10.0], [20.0], [99.0]]])
+  x_mask = _masks_from_lengths([3], 5)
+  ref_mask = _masks_from_lengths([5], 7)
+  out = alignment.resample_to(x, x_mask, ref_mask)
+  np.testing.assert_allclose(out[0, :, 0], [7, 0, 5, 10, 15, 20, 0], atol=1e-5)
+  # Downsampling 4 steps [0, 3, 6, 9] onto 2: positions 0 and 3 -> 0 and 9.
+  x = jnp.asarray([[[1.0], [0.0], [3.0], [6.0], [9.0]]])
+  out = alignment.resample_to(x, _masks_from_lengths([4], 5), _masks_from_lengths([2], 3))
+  np.testing.assert_allclose(out[0, :, 0], [1, 0, 9], atol=1e-5)
