@@ -1,0 +1,193 @@
+"""Pieces shared by the source readers (`mmsa`, `mult`, `csd`): errors, repair log, checks.
+
+Every reader turns one released source format into an iterator of contract examples (see
+`DESIGN.md`, "The example contract"). A source that breaks its documented format raises
+`SourceError` whose message names the file, the split, the example id and the field; a value the
+contract can repair (a non-finite feature value -> 0) or an example it must drop is counted in a
+`RepairLog` under (split, field, kind), with the file and the first few example ids.
+"""
+import collections
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+
+from data_prep import safe_pickle
+
+# Split names in the released files -> TFDS split names.
+SPLIT_NAMES = {'train': 'train', 'valid': 'validation', 'test': 'test'}
+MODALITIES = ('text', 'audio', 'vision')
+# Example ids kept per log entry, so every repair can be traced without flooding the log.
+MAX_EXAMPLE_IDS = 3
+# A builder's RepairLog, in its dataset directory data_dir/<name>/<config>/<version>/.
+REPAIRS_FILE = 'repairs.json'
+
+
+class SourceError(ValueError):
+  """A source file does not follow its documented format."""
+
+
+def where(path, split=None, example=None, field=None) -> str:
+  """Location prefix for messages: 'file F, split S, example E, field X' (given parts only)."""
+  parts = [f'file {os.fspath(path)}']
+  for name, value in (('split', split), ('example', example), ('field', field)):
+    if value is not None:
+      parts.append(f'{name} {value}')
+  return ', '.join(parts)
+
+
+@dataclasses.dataclass
+class _Entry:
+  """Count, files and first example ids of one (split, field, kind)."""
+  count: int = 0
+  files: set = dataclasses.field(default_factory=set)
+  examples: list = dataclasses.field(default_factory=list)
+
+
+class RepairLog:
+  """Counts repairs and drops per (split, field, kind).
+
+  Splits are named as in the source ('train', 'valid', 'test'; 'unassigned' for CSD videos in no
+  fold). Kinds and what their count counts:
+    nonfinite_to_zero         feature values set to 0
+    dropped_nonfinite_label   examples dropped
+    generated_id              ids generated (MulT split without `id`)
+    dropped_no_words          CSD segments dropped (no word inside)
+    word_without_rows_zeroed  CSD words given zeros (no frame overlaps them)
+    dropped_video_missing     CSD videos dropped (absent from the named sequence)
+    video_not_in_folds        CSD labelled videos left out (in no fold)
+  """
+
+  def __init__(self):
+    self._entries = collections.defaultdict(_Entry)
+
+  def add(self, kind: str, *, path, split: str, example: str, field: str, count: int = 1):
+    """Records `count` events of `kind` on `field` of `example` from file `path`."""
+    entry = self._entries[(split, field, kind)]
+    entry.count += int(count)
+    entry.files.add(os.path.basename(os.fspath(path)))
+    if len(entry.examples) < MAX_EXAMPLE_IDS and example not in entry.examples:
+      entry.examples.append(example)
+
+  def counts(self) -> dict[tuple[str, str, str], int]:
+    """{(split, field, kind): count}."""
+    return {key: entry.count for key, entry in self._entries.items()}
+
+  def to_json(self) -> list[dict]:
+    """JSON-ready rows {split, field, kind, count, files, examples}; train, valid, test first."""
+    order = list(SPLIT_NAMES)
+    def key(item):
+      (split, field, kind), _ = item
+      return (order.index(split) if split in order else len(order), split, field, kind)
+    return [{'split': s, 'field': f, 'kind': k, 'count': e.count, 'files': sorted(e.files),
+             'examples': list(e.examples)}
+            for (s, f, k), e in sorted(self._entries.items(), key=key)]
+
+  @classmethod
+  def from_json(cls, rows: list[dict]) -> 'RepairLog':
+    """Inverse of `to_json`."""
+    log = cls()
+    for row in rows:
+      log._entries[(row['split'], row['field'], row['kind'])] = _Entry(
+          row['count'], set(row['files']), list(row['examples']))
+    return log
+
+  def write(self, path):
+    """Writes `to_json()` to `path`."""
+    with open(path, 'w') as f:
+      json.dump(self.to_json(), f, indent=1)
+
+  @classmethod
+  def read(cls, path) -> 'RepairLog':
+    """Reads a log written by `write`."""
+    with open(path) as f:
+      return cls.from_json(json.load(f))
+
+  def summary(self) -> str:
+    """Human-readable table, one line per (split, field, kind); 'no repairs or drops' if empty."""
+    rows = self.to_json()
+    if not rows:
+      return 'no repairs or drops'
+    table = [('split', 'field', 'kind', 'count', 'files; e.g. examples')] + [
+        (r['split'], r['field'], r['kind'], str(r['count']),
+         f'{", ".join(r["files"])}; e.g. {", ".join(r["examples"])}') for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    return '\n'.join('  '.join([*(cell.ljust(w) for cell, w in zip(row[:3], widths)),
+                                 row[3].rjust(widths[3]), row[4]]) for row in table)
+
+
+def require_keys(mapping, keys, context: str):
+  """Raises SourceError naming every key of `keys` missing from `mapping`."""
+  if not isinstance(mapping, dict):
+    raise SourceError(f'{context}: expected a dict, found {type(mapping).__name__}')
+  missing = [k for k in keys if k not in mapping]
+  if missing:
+    raise SourceError(f'{context}: missing keys {missing}; found {sorted(map(str, mapping))}')
+
+
+def check_array(value, *, rank: int, context: str, num: int | None = None,
+                last_dim: int | None = None) -> np.ndarray:
+  """`value` as an array of rank `rank`, leading size `num` and last size `last_dim` (if given).
+
+  Raises:
+    SourceError naming `context`, the expected and the found shape.
+  """
+  array = np.asarray(value)
+  expected = ['N' if num is None else str(num)] + ['?'] * (rank - 1)
+  if last_dim is not None:
+    expected[-1] = str(last_dim)
+  bad = (array.ndim != rank or (num is not None and array.shape[0] != num)
+         or (last_dim is not None and array.shape[-1] != last_dim))
+  if bad:
+    raise SourceError(f'{context}: expected shape ({", ".join(expected)}), found {array.shape}')
+  return array
+
+
+def decode(value) -> str:
+  """A str/bytes/NumPy string or number as a Python str (bytes as UTF-8, bad bytes replaced)."""
+  if isinstance(value, (bytes, np.bytes_)):
+    return bytes(value).decode('utf-8', errors='replace')
+  return str(value)
+
+
+def finite_features(value, *, log: RepairLog, path, split: str, example: str,
+                    field: str) -> np.ndarray:
+  """(T, D) features as float32 with non-finite values set to 0 and counted in `log`."""
+  out = np.array(value, dtype=np.float32)  # A copy: the source array is never modified.
+  bad = ~np.isfinite(out)
+  if bad.any():
+    out[bad] = 0.0
+    log.add('nonfinite_to_zero', path=path, split=split, example=example, field=field,
+            count=bad.sum())
+  return out
+
+
+def finite_label(value, *, log: RepairLog, path, split: str, example: str,
+                 field: str) -> float | None:
+  """A scalar label as float, or None (counted as a dropped example) when it is not finite."""
+  label = float(value)
+  if math.isfinite(label):
+    return label
+  log.add('dropped_nonfinite_label', path=path, split=split, example=example, field=field)
+  return None
+
+
+def load_pickle_splits(path) -> dict:
+  """Loads a released pickle (restricted unpickler) and checks it holds 'train'/'valid'/'test'."""
+  data = safe_pickle.load(path)
+  require_keys(data, tuple(SPLIT_NAMES), where(path))
+  return data
+
+
+def check_lengths(lengths, limit: int, ids, *, path, split: str, field: str) -> np.ndarray:
+  """(N,) ints in [0, limit]; SourceError naming the first example outside (and the value)."""
+  lengths = np.asarray(lengths)
+  rounded = np.rint(lengths).astype(np.int64)
+  bad = np.flatnonzero((rounded != lengths) | (rounded < 0) | (rounded > limit))
+  if bad.size:
+    i = bad[0]
+    raise SourceError(f'{where(path, split, decode(ids[i]), field)}: length {lengths[i]} is not '
+                      f'an integer in [0, {limit}] ({bad.size} such examples)')
+  return rounded
