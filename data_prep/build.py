@@ -27,6 +27,13 @@ _MANUAL_DIR = flags.DEFINE_string(
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'Where datasets are written; default: TFDS\'s (~/tensorflow_datasets).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Rebuild even if the dataset exists.')
+# Route B options (meld): passed to the builder only when set.
+_TEXT_MODEL_DIR = flags.DEFINE_string(
+    'text_model_dir', None, 'Local BERT-family checkpoint for text features (meld).')
+_CACHE_DIR = flags.DEFINE_string('cache_dir', None, 'Per-clip feature cache (meld multimodal).')
+_FEATURES_DIR = flags.DEFINE_string(
+    'features_dir', None, 'Your own <split>/<modality>/<id>.npy features (meld).')
+_NUM_WORKERS = flags.DEFINE_integer('num_workers', None, 'Extraction processes (meld).')
 
 
 def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
@@ -40,11 +47,20 @@ def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
 
 
 def build(dataset: str, config: str | None = None, *, manual_dir: str | None = None,
-          data_dir: str | None = None, overwrite: bool = False) -> tfds.core.DatasetBuilder:
-  """Builds (or reuses) `dataset`/`config` as array_record; returns the prepared builder."""
+          data_dir: str | None = None, overwrite: bool = False,
+          **builder_kwargs) -> tfds.core.DatasetBuilder:
+  """Builds (or reuses) `dataset`/`config` as array_record; returns the prepared builder.
+
+  `builder_kwargs` (e.g. meld's text_model_dir) go to the builder's constructor.
+  """
   if data_dir is not None:
     data_dir = os.path.expanduser(data_dir)
-  builder = builder_class(dataset)(config=config, data_dir=data_dir, file_format='array_record')
+  cls = builder_class(dataset)
+  try:
+    builder = cls(config=config, data_dir=data_dir, file_format='array_record', **builder_kwargs)
+  except TypeError as e:
+    raise ValueError(f'builder {dataset!r} does not take the options {sorted(builder_kwargs)}: '
+                     f'{e}') from e
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
           else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   tfds.display_progress_bar(True)
@@ -81,8 +97,11 @@ def summary(builder: tfds.core.DatasetBuilder) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  options = {'text_model_dir': _TEXT_MODEL_DIR.value, 'cache_dir': _CACHE_DIR.value,
+             'features_dir': _FEATURES_DIR.value, 'num_workers': _NUM_WORKERS.value}
   builder = build(_DATASET.value, _CONFIG.value, manual_dir=_MANUAL_DIR.value,
-                  data_dir=_DATA_DIR.value, overwrite=_OVERWRITE.value)
+                  data_dir=_DATA_DIR.value, overwrite=_OVERWRITE.value,
+                  **{k: v for k, v in options.items() if v is not None})
   print(summary(builder))
 
 

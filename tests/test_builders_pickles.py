@@ -367,3 +367,8 @@ def test_repairs_text(tmp_path):
       'train  audio  nonfinite_to_zero      4  a.pkl; e.g. v$_$1']
   (tmp_path / 'other.json').write_text('{"train": {"dropped": ["dia1_utt2"]}}')
   assert '"dia1_utt2"' in build.repairs_text(tmp_path / 'other.json')
+
+
+def test_build_rejects_options_the_builder_does_not_take(tmp_path):
+  with pytest.raises(ValueError, match=r"builder 'iemocap' does not take the options \['text_model_dir'\]"):
+    build.build('iemocap', 'mult_aligned', data_dir=str(tmp_path), text_model_dir='/models/bert')
