@@ -1,0 +1,421 @@
+"""Training and evaluation: sharded state, jit-compiled steps, Orbax checkpoints with resume.
+
+Data parallel over a one-axis mesh `data` spanning every device of every process: the global
+batch is sharded on its first axis, parameters and optimizer state are replicated.
+"""
+
+import json
+import logging as logging_std
+import os
+import shutil
+import signal
+import time
+from typing import Any, Iterator
+
+from absl import logging
+import flax.struct
+import jax
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from fasca_jax import input_pipeline
+from fasca_jax import metric_writer
+from fasca_jax import metrics as metrics_lib
+from fasca_jax import tasks
+from fasca_jax.models import fasca_net
+
+HOST_KEYS = ('id',)  # batch fields that stay on the host.
+LATEST_DIR, BEST_DIR = 'checkpoints', 'best'
+SPLITS = {'train': 'train', 'valid': 'validation', 'test': 'test'}
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a resumed run needs besides the data iterator."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  nonfinite_count: jax.Array  # updates skipped because the loss was not finite.
+  first_nonfinite_step: jax.Array  # step of the first such update, -1 if none.
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Raised when the loss is NaN/inf and `config.skip_nonfinite` is False."""
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def check_batch_size(batch_size: int, name: str):
+  """Fails fast when a global batch cannot be split evenly over devices and processes."""
+  n = jax.device_count()
+  if batch_size % n:
+    raise ValueError(
+        f'config.{name}={batch_size} is not divisible by the device count {n} '
+        f'({jax.process_count()} process(es) x {jax.local_device_count()} local devices); '
+        f'use a multiple of {n}.')
+
+
+def make_optimizer(config, total_steps: int, steps_per_epoch: int):
+  """AdamW with linear warm-up, cosine decay and global-norm clipping -> (tx, schedule)."""
+  o = config.optimizer
+  warmup = min(int(o.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=o.lr, warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1), end_value=o.lr * o.min_lr_ratio)
+  return optax.chain(
+      optax.clip_by_global_norm(o.grad_clip_norm),
+      optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)), schedule
+
+
+def _device_fields(batch):
+  """The fields that go to devices: features, masks, targets, valid (not ids or lengths)."""
+  return {k: v for k, v in batch.items() if k not in HOST_KEYS and not k.endswith('_len')}
+
+
+def _inputs(config, batch):
+  return ({m: batch[m] for m in config.modalities},
+          {m: batch[f'{m}_mask'] for m in config.modalities})
+
+
+def dummy_batch(config, batch_size: int):
+  """Zero inputs with the configured shapes, for initialisation."""
+  return ({m: np.zeros((batch_size, config.max_len[m], config.dims[m]), np.float32)
+           for m in config.modalities},
+          {m: np.ones((batch_size, config.max_len[m]), bool) for m in config.modalities})
+
+
+class Trainer:
+  """Holds the model, optimizer, mesh and the jitted steps for one config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int):
+    self.config = config
+    self.model = fasca_net.build(config)
+    self.tx, self.schedule = make_optimizer(config, total_steps, steps_per_epoch)
+    self.mesh = make_mesh()
+    self.replicated = NamedSharding(self.mesh, P())
+    self.data_sharding = NamedSharding(self.mesh, P('data'))
+    self.train_step = jax.jit(self._train_step, in_shardings=(self.replicated, self.data_sharding),
+                              out_shardings=(self.replicated, self.replicated),
+                              donate_argnums=(0,))
+    self.eval_step = jax.jit(self._eval_step, in_shardings=(self.replicated, self.data_sharding),
+                             out_shardings=self.replicated)
+
+  # --- state -------------------------------------------------------------------------------
+  def _init(self, rng):
+    inputs, masks = dummy_batch(self.config, 2)
+    params = self.model.init({'params': rng}, inputs, masks, train=False)['params']
+    return TrainState(step=np.int32(0), params=params, opt_state=self.tx.init(params),
+                      nonfinite_count=np.int32(0), first_nonfinite_step=np.int32(-1))
+
+  def init_state(self) -> TrainState:
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), 0)
+    return jax.jit(self._init, out_shardings=self.replicated)(rng)
+
+  def abstract_state(self) -> TrainState:
+    shapes = jax.eval_shape(self._init, jax.random.key(0))
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes)
+
+  # --- steps -------------------------------------------------------------------------------
+  def _loss(self, params, batch, rng, train: bool):
+    c = self.config
+    inputs, masks = _inputs(c, batch)
+    outputs, _ = self.model.apply({'params': params}, inputs, masks, train=train,
+                                  rngs={'dropout': rng} if train else {})
+    target, valid = batch[c.target_key], batch['valid']
+    per_example = tasks.per_example_loss(c.task, outputs['main'], target)
+    loss = tasks.masked_mean(per_example, valid)
+    aux = [tasks.masked_mean(tasks.per_example_loss(c.task, y, target), valid)
+           for k, y in outputs.items() if k.startswith('aux_')]
+    if aux and c.aux_loss_weight:
+      loss = loss + c.aux_loss_weight * sum(aux) / len(aux)
+    return loss, (outputs['main'], per_example)
+
+  def _train_step(self, state: TrainState, batch):
+    """One AdamW step; a non-finite loss leaves the state unchanged and is counted."""
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+    (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(
+        state.params, batch, rng, True)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jax.numpy.isfinite(loss) & jax.numpy.isfinite(optax.global_norm(grads))
+    keep = lambda new, old: jax.tree.map(lambda a, b: jax.numpy.where(finite, a, b), new, old)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        nonfinite_count=state.nonfinite_count + (~finite).astype(jax.numpy.int32),
+        first_nonfinite_step=jax.numpy.where(
+            (state.first_nonfinite_step < 0) & ~finite, state.step, state.first_nonfinite_step))
+    return new_state, {'loss': loss, 'grad_norm': optax.global_norm(grads),
+                       'lr': self.schedule(state.step)}
+
+  def _eval_step(self, params, batch):
+    _, (y, per_example) = self._loss(params, batch, None, False)
+    return {'output': tasks.host_output(self.config.task, y), 'loss': per_example,
+            'target': batch[self.config.target_key], 'valid': batch['valid']}
+
+  def to_device(self, batch):
+    """Per-process NumPy batch -> global arrays sharded over `data`."""
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(self.data_sharding, a),
+                        _device_fields(batch))
+
+  # --- evaluation ----------------------------------------------------------------------------
+  def evaluate(self, params, split: str) -> tuple[dict, dict]:
+    """Runs one pass over `split`; returns (metrics, host arrays of outputs/targets/ids)."""
+    c = self.config
+    check_batch_size(c.eval_batch_size, 'eval_batch_size')
+    batches = input_pipeline.make_batches(
+        c, split, train=False, global_batch_size=c.eval_batch_size, seed=c.seed,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    parts = []
+    for batch in batches:
+      out = self.eval_step(params, self.to_device(batch))
+      parts.append(multihost_utils.process_allgather(out, tiled=True))
+    host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    valid = host.pop('valid').astype(bool)
+    host = {k: v[valid] for k, v in host.items()}
+    results = {'loss': float(host['loss'].mean())}
+    results.update(metrics_lib.compute(c.task, host['output'], host['target']))
+    return results, host
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+def _manager(workdir: str, name: str, keep: int) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), name),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def _save(manager, state, extra: dict):
+  """Saves state + JSON extras at the state's step (once: a step already saved is kept)."""
+  if int(state.step) in manager.all_steps():
+    return
+  manager.save(int(state.step), args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)), force=True)
+
+
+def restore_latest_good(manager, abstract_state):
+  """Restores the newest checkpoint that reads back, skipping (with a warning) broken ones.
+
+  Returns (state, extra) or (None, None) when there is no readable checkpoint.
+  """
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+      return restored['state'], restored['extra']
+    except Exception as e:  # pylint: disable=broad-except
+      path = os.path.join(str(manager.directory), str(step))
+      logging.warning('Skipping unreadable checkpoint %s (%s: %s); trying an older one.',
+                      path, type(e).__name__, e)
+  return None, None
+
+
+def _check_workdir(workdir: str, needed_bytes: int):
+  """Clear errors, before any training, for an unwritable or full workdir."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_probe_{jax.process_index()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise OSError(f'workdir {workdir!r} is not writable: {e}') from e
+  free = shutil.disk_usage(workdir).free
+  if free < needed_bytes:
+    raise OSError(f'workdir {workdir!r} has {free / 2**20:.1f} MiB free; checkpoints need about '
+                  f'{needed_bytes / 2**20:.1f} MiB. Free some space or choose another --workdir.')
+
+
+def _write_results(workdir: str, results: dict):
+  """Merges split -> metric -> value into workdir/results.json (process 0 only)."""
+  if jax.process_index():
+    return
+  path = os.path.join(workdir, 'results.json')
+  merged = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      merged = json.load(f)
+  merged.update(results)
+  with open(path, 'w') as f:
+    json.dump(merged, f, indent=2, sort_keys=True)
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the training loop checks between steps."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no signal handling.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint and stopping.')
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def should_stop(self) -> bool:
+    """True on every process as soon as any process was asked to stop."""
+    if jax.process_count() == 1:
+      return self.requested
+    flags = multihost_utils.process_allgather(np.array([self.requested]))
+    return bool(np.any(flags))
+
+
+class _LibraryInfoFilter(logging_std.Filter):
+  """Drops INFO chatter from library internals (Orbax, TFDS); warnings still pass."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or not any(
+        part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/', '/grain/'))
+
+
+def setup_logging():
+  """INFO for this project's progress lines, without the libraries' per-call INFO logs."""
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
+
+
+# --- entry points --------------------------------------------------------------------------------
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains with per-epoch validation, keeps latest + best (validation loss) checkpoints.
+
+  Resumes automatically from the newest readable checkpoint in `workdir`. Returns the final
+  results (best checkpoint on validation and test), also written to workdir/results.json.
+  """
+  c = config
+  check_batch_size(c.batch_size, 'batch_size')
+  input_pipeline.ensure_built(c)
+  steps_per_epoch = input_pipeline.steps_per_epoch(c)
+  total_steps = steps_per_epoch * c.num_epochs
+  trainer = Trainer(c, total_steps, steps_per_epoch)
+  abstract = trainer.abstract_state()
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
+  _check_workdir(workdir, needed_bytes=(c.keep_checkpoints + 1) * state_bytes + 2**20)
+  writer = metric_writer.MetricWriter(workdir)
+  latest = _manager(workdir, LATEST_DIR, c.keep_checkpoints)
+  best = _manager(workdir, BEST_DIR, 1)
+
+  train_iter = input_pipeline.make_batches(
+      c, 'train', train=True, global_batch_size=c.batch_size, seed=c.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  state, extra = restore_latest_good(latest, abstract)
+  if state is None:
+    state, extra = trainer.init_state(), {'best_val_loss': float('inf'), 'truncated': {}}
+    writer.write_hparams(c)
+    logging.info('Starting from scratch: %d steps (%d epochs x %d steps of %d examples).',
+                 total_steps, c.num_epochs, steps_per_epoch, c.batch_size)
+  else:
+    train_iter.set_state(extra['data_state'].encode())
+    logging.info('Resumed from step %d of %d.', int(state.step), total_steps)
+  truncated = dict(extra.get('truncated', {}))
+  best_val_loss = extra['best_val_loss']
+
+  def snapshot():
+    return {'data_state': train_iter.get_state().decode(), 'best_val_loss': best_val_loss,
+            'truncated': truncated}
+
+  step = int(state.step)
+  history, t_start, step_start = [], time.time(), step
+  with _Preemption() as preemption:
+    while step < total_steps:
+      batch = next(train_iter)
+      for m in c.modalities:
+        n = int((batch[f'{m}_len'] > c.max_len[m]).sum())
+        truncated[m] = truncated.get(m, 0) + n
+      state, step_metrics = trainer.train_step(state, trainer.to_device(batch))
+      history.append(step_metrics)
+      step += 1
+      if step % c.log_every_steps == 0 or step == total_steps:
+        _check_nonfinite(c, state)
+        scalars = {k: float(np.mean([jax.device_get(h[k]) for h in history])) for k in history[0]}
+        history = []
+        rate = (step - step_start) * c.batch_size / max(time.time() - t_start, 1e-9)
+        eta = (total_steps - step) * c.batch_size / rate
+        logging.info('step %d/%d epoch %.2f loss %.4f lr %.2e | %.1f samples/s | ETA %s',
+                     step, total_steps, step / steps_per_epoch, scalars['loss'], scalars['lr'],
+                     rate, _format_eta(eta))
+        writer.write(step, 'train', {**scalars, 'samples_per_s': rate})
+      if step % steps_per_epoch == 0:
+        _check_nonfinite(c, state)
+        val, _ = trainer.evaluate(state.params, SPLITS['valid'])
+        writer.write(step, 'valid', val)
+        logging.info('epoch %d validation: %s', step // steps_per_epoch,
+                     ' '.join(f'{k}={v:.4f}' for k, v in val.items()))
+        if val['loss'] < best_val_loss:
+          best_val_loss = val['loss']
+          _save(best, state, {'best_val_loss': best_val_loss, 'epoch': step // steps_per_epoch})
+        _save(latest, state, snapshot())
+      if preemption.should_stop():
+        _save(latest, state, snapshot())
+        latest.wait_until_finished()
+        logging.warning('Stopped at step %d after SIGTERM; the same command resumes.', step)
+        return {}
+  _save(latest, state, snapshot())
+  latest.wait_until_finished()
+  best.wait_until_finished()
+  for m, n in truncated.items():
+    if n:
+      logging.warning('%d training examples had %s longer than max_len=%d and were cropped.',
+                      n, m, c.max_len[m])
+  if int(state.nonfinite_count):
+    logging.warning('%d updates were skipped because the loss was not finite.',
+                    int(state.nonfinite_count))
+  return evaluate(c, workdir, ('valid', 'test'), trainer=trainer)
+
+
+def _check_nonfinite(config, state):
+  if int(state.nonfinite_count) and not config.skip_nonfinite:
+    raise NonFiniteLossError(
+        f'non-finite loss at step {int(state.first_nonfinite_step)}; training stopped and the last '
+        f'saved checkpoint was kept. Lower the learning rate, check the data, or set '
+        f'--config.skip_nonfinite=True to skip such updates.')
+
+
+def evaluate(config, workdir: str, splits=('test',), trainer: Trainer | None = None) -> dict:
+  """Restores the best checkpoint (latest if none) and evaluates it on `splits`.
+
+  Splits are 'train', 'valid' or 'test'. Results are merged into workdir/results.json.
+  """
+  input_pipeline.ensure_built(config)
+  trainer = trainer or Trainer(config, total_steps=1, steps_per_epoch=1)
+  abstract = trainer.abstract_state()
+  state = None
+  for name in (BEST_DIR, LATEST_DIR):
+    directory = os.path.join(workdir, name)
+    if os.path.isdir(directory):
+      state, _ = restore_latest_good(_manager(workdir, name, 1), abstract)
+      if state is not None:
+        logging.info('Evaluating the %s checkpoint at step %d.', name, int(state.step))
+        break
+  if state is None:
+    raise FileNotFoundError(f'no checkpoint in {workdir!r}: train first with '
+                            f'`python train.py --config=... --workdir={workdir}`.')
+  results = {}
+  for split in splits:
+    if split not in SPLITS:
+      raise ValueError(f'unknown split {split!r}: expected one of {sorted(SPLITS)}')
+    results[split], _ = trainer.evaluate(state.params, SPLITS[split])
+  _write_results(workdir, results)
+  return results
