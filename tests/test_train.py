@@ -1,0 +1,158 @@
+"""End-to-end training on the tiny synthetic config, resume, and the fail-fast errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import synthetic
+from fasca_jax import input_pipeline
+from fasca_jax import tasks
+from fasca_jax import train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir, **overrides):
+  config = synthetic.get_config('tiny')
+  config.data_dir = str(data_dir)
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('tfds')
+
+
+@pytest.fixture(scope='module')
+def trained(data_dir, tmp_path_factory):
+  """One full tiny run (2 epochs) shared by the tests that read its outputs."""
+  workdir = str(tmp_path_factory.mktemp('run'))
+  config = tiny_config(data_dir)
+  results = train_lib.train_and_evaluate(config, workdir)
+  return config, workdir, results
+
+
+def _params_of(workdir, config, subdir):
+  trainer = train_lib.Trainer(config, 1, 1)
+  manager = train_lib._manager(workdir, subdir, 2)
+  state, extra = train_lib.restore_latest_good(manager, trainer.abstract_state())
+  return state, extra
+
+
+def test_train_and_evaluate_writes_results_metrics_and_checkpoints(trained):
+  config, workdir, results = trained
+  assert set(results) == {'valid', 'test'}
+  for split in results.values():
+    assert set(split) >= {'loss', 'Has0_acc_2', 'Has0_F1_score', 'MAE', 'Corr', 'Mult_acc_7'}
+    assert np.isfinite(split['loss'])
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f) == results  # JSON round-trips floats exactly.
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  assert rows[0]['kind'] == 'hparams' and rows[0]['config']['dataset']['config'] == 'tiny'
+  steps_per_epoch = input_pipeline.steps_per_epoch(config)
+  valid_rows = [r for r in rows if r['kind'] == 'valid']
+  assert [r['step'] for r in valid_rows] == [steps_per_epoch * (e + 1)
+                                             for e in range(config.num_epochs)]
+  train_rows = [r for r in rows if r['kind'] == 'train']
+  assert train_rows and all(r['samples_per_s'] > 0 for r in train_rows)
+  state, extra = _params_of(workdir, config, train_lib.LATEST_DIR)
+  assert int(state.step) == steps_per_epoch * config.num_epochs
+  assert extra['best_val_loss'] == pytest.approx(min(r['loss'] for r in valid_rows))
+  assert os.listdir(os.path.join(workdir, train_lib.BEST_DIR))
+
+
+def test_evaluate_restores_best_and_reproduces_results(trained):
+  config, workdir, results = trained
+  again = train_lib.evaluate(config, workdir, ('test',))
+  assert again['test'] == pytest.approx(results['test'], abs=1e-6)
+
+
+def test_rerun_of_finished_run_resumes_without_training(trained):
+  config, workdir, results = trained
+  before, _ = _params_of(workdir, config, train_lib.LATEST_DIR)
+  again = train_lib.train_and_evaluate(config, workdir)
+  after, _ = _params_of(workdir, config, train_lib.LATEST_DIR)
+  assert int(after.step) == int(before.step)
+  jax.tree.map(np.testing.assert_array_equal, before.params, after.params)
+  assert again['test'] == pytest.approx(results['test'], abs=1e-6)
+
+
+def test_one_train_step_lowers_the_loss_on_its_batch(data_dir):
+  config = tiny_config(data_dir, **{'optimizer.warmup_epochs': 0.0, 'model.dropout': 0.0})
+  input_pipeline.ensure_built(config)
+  trainer = train_lib.Trainer(config, total_steps=10, steps_per_epoch=5)
+  state = trainer.init_state()
+  batch = next(iter(input_pipeline.make_batches(
+      config, 'train', train=True, global_batch_size=config.batch_size, seed=0)))
+  device_batch = trainer.to_device(batch)
+  loss0 = trainer._loss(state.params, device_batch, None, False)[0]
+  for _ in range(3):
+    state, step_metrics = trainer.train_step(state, device_batch)
+  assert int(state.step) == 3 and np.isfinite(step_metrics['loss'])
+  assert trainer._loss(state.params, device_batch, None, False)[0] < loss0
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error(data_dir, tmp_path):
+  assert jax.device_count() == 2  # tests/conftest.py
+  with pytest.raises(ValueError, match=r'batch_size=7 is not divisible by the device count 2'):
+    train_lib.train_and_evaluate(tiny_config(data_dir, batch_size=7), str(tmp_path))
+
+
+def test_missing_dataset_error_says_how_to_build_it(tmp_path):
+  config = tiny_config(tmp_path / 'empty')
+  config.dataset.name, config.dataset.config = 'cmu_mosi', 'mmsa_aligned'
+  with pytest.raises(FileNotFoundError, match=r'python -m data_prep.build --dataset=cmu_mosi'):
+    train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_nonfinite_loss_stops_with_step_and_keeps_last_checkpoint(data_dir, tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  config = tiny_config(data_dir, num_epochs=1)
+  train_lib.train_and_evaluate(config, workdir)
+  good, _ = _params_of(workdir, config, train_lib.LATEST_DIR)
+  good_step = int(good.step)
+
+  original = tasks.per_example_loss
+  monkeypatch.setattr(tasks, 'per_example_loss',
+                      lambda task, y, target: original(task, y, target) * np.nan)
+  with pytest.raises(train_lib.NonFiniteLossError, match=f'non-finite loss at step {good_step}'):
+    train_lib.train_and_evaluate(tiny_config(data_dir, num_epochs=2), workdir)
+  after, _ = _params_of(workdir, config, train_lib.LATEST_DIR)
+  assert int(after.step) == good_step
+  jax.tree.map(np.testing.assert_array_equal, good.params, after.params)
+
+
+def test_skip_nonfinite_counts_and_skips_updates(data_dir):
+  config = tiny_config(data_dir, skip_nonfinite=True)
+  input_pipeline.ensure_built(config)
+  trainer = train_lib.Trainer(config, total_steps=4, steps_per_epoch=2)
+  state = trainer.init_state()
+  batch = next(iter(input_pipeline.make_batches(
+      config, 'train', train=True, global_batch_size=config.batch_size, seed=0)))
+  batch[config.target_key] = np.full_like(batch[config.target_key], np.nan)
+  before = jax.device_get(state.params)
+  state, _ = trainer.train_step(state, trainer.to_device(batch))
+  assert int(state.nonfinite_count) == 1 and int(state.first_nonfinite_step) == 0
+  assert int(state.step) == 1
+  jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(state.params))
+
+
+def test_unknown_config_key_fails_loudly(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/synthetic.py:tiny',
+       f'--workdir={tmp_path}', '--config.optimizer.learning_rate=1e-3'],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert "AttributeError: \"'learning_rate'\"" in proc.stderr
