@@ -42,12 +42,12 @@ label needs the streams aligned to the words, which the sync codes make possible
 `oracle_score` does exactly that from the features (per stream, the lag whose word layout best
 matches the sync codes) and recovers the label almost perfectly.
 
-Difficulty on `default` v1.0.0, Has0 binary accuracy on test (ridge penalty picked on validation):
-ridge on mean-pooled text 0.70, on mean-pooled audio+vision 0.64, on all three 0.75; the oracle
-with lag 0 0.75; the oracle 0.97. A one-layer model (text queries cross-attending to each stream,
-width 64, no positional encoding, per-word MLP, sum pooling; L1 loss, AdamW) reaches ~0.92 after
-2500 steps of batch 32 (about 1.5 min on 2 CPU cores); it memorises without learning alignment
-when the features are much noisier than here.
+Difficulty on `default` v1.1.0, Has0 binary accuracy on test (ridge penalty picked on validation):
+ridge on mean-pooled text 0.70, on mean-pooled audio+vision 0.65, on all three 0.74; the oracle
+with lag 0 0.76; the oracle 0.97. A one-layer model (text queries cross-attending to each stream,
+width 64, no positional encoding, per-word MLP, sum pooling; L1 loss, AdamW, weight decay 1e-2)
+reaches 0.93-0.95 after 2500 steps of batch 32 (1.5-3.5 min on 2 CPU cores) for 3 of 4 seeds and
+0.80 for the fourth: learning the alignment shows as a jump in accuracy after ~1000-1500 steps.
 
 Each split draws from `np.random.default_rng(config.seed + split_index)`, so a rebuild gives
 identical data.
@@ -82,7 +82,7 @@ P_FACE_DISTRACTOR = 0.1
 MAX_LAG_WORDS = 1.5
 
 A_POL, A_EMPH, A_CODE = 8.0, 3.0, 3.0
-A_TONE, A_FACE = 1.5, 1.5
+A_TONE, A_FACE = 3.0, 3.0
 BASE_SCALE, TEXT_NOISE, STREAM_NOISE = 0.5, 0.1, 0.15
 W_TEXT, W_AUDIO, NOISE = 0.5, 0.4, 0.1
 
@@ -325,8 +325,11 @@ def _sequence(dim: int) -> tfds.features.Tensor:
 class SyntheticAffect(tfds.core.GeneratorBasedBuilder):
   """Generated tri-modal sentiment data; see the module docstring."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '1.1.0': 'Tone and expression cues twice as strong (A_TONE = A_FACE = 3): alignment is '
+               'learned more reliably.'}
   BUILD_AUTOMATICALLY = True  # No manual files: `input_pipeline.ensure_built` may build it.
   BUILDER_CONFIGS = [
       SyntheticAffectConfig(

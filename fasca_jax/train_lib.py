@@ -189,7 +189,13 @@ class Trainer:
 def _manager(workdir: str, name: str, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), name),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=True,
+          # Distinct barrier names per manager: `latest` and `best` both save at epoch ends, and
+          # with several processes two async saves of one step would otherwise share barrier
+          # `async_write_complete.<step>` and time out.
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix=name)))
 
 
 def _save(manager, state, extra: dict):
