@@ -1,0 +1,25 @@
+"""FASCA-Net on MELD emotion classification (7 classes; accuracy, weighted and macro F1).
+
+  python -m data_prep.build --dataset=meld --config=text --manual_dir=DIR --data_dir=data/tfds
+  python train.py --config=configs/meld.py:text --workdir=workdirs/meld_text
+
+Config arg: text (CSV text features only; default) | multimodal (adds audio 46-d and vision
+27-d Route B features). Not yet run on the real data: no figures yet.
+"""
+
+from configs import default
+
+EMOTIONS = ('neutral', 'surprise', 'fear', 'sadness', 'joy', 'disgust', 'anger')
+
+
+def get_config(arg=None):
+  arg = arg or 'text'
+  if arg not in ('text', 'multimodal'):
+    raise ValueError(f"unknown meld config arg {arg!r}: expected 'text' or 'multimodal'")
+  config = default.get_config()
+  config.dataset.name, config.dataset.config = 'meld', arg
+  config.modalities = ('text',) if arg == 'text' else ('text', 'audio', 'vision')
+  config.dims.text, config.dims.audio, config.dims.vision = 384, 46, 27
+  config.max_len.text, config.max_len.audio, config.max_len.vision = 50, 500, 50
+  config.task, config.num_classes, config.target_key = 'classification', len(EMOTIONS), 'label'
+  return config
