@@ -10,6 +10,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from fasca_jax import cli
 from fasca_jax import distributed
 from fasca_jax import metrics
 from fasca_jax import train_lib
@@ -36,4 +37,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
