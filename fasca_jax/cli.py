@@ -26,13 +26,10 @@ def run(main):
   ml_collections reports such an override as a bare `AttributeError: "'key'"` traceback.
   """
   try:
-    flags.FLAGS(sys.argv)
+    app.run(main)
   except (AttributeError, KeyError) as e:
-    message = _override_error(sys.argv, e)
+    message = None if flags.FLAGS.is_parsed() else _override_error(sys.argv, e)
     if message is None:
       raise
     print(message, file=sys.stderr)
     sys.exit(2)
-  except flags.Error:
-    pass  # app.run reports these (missing or malformed flags) with the usage text.
-  app.run(main)
