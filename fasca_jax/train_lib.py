@@ -343,7 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             'truncated': truncated}
 
   step = int(state.step)
-  history, t_start, step_start = [], time.time(), step
+  history, t_window, step_window = [], time.time(), step
   with _Preemption() as preemption:
     while step < total_steps:
       batch = next(train_iter)
@@ -357,7 +357,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _check_nonfinite(c, state)
         scalars = {k: float(np.mean([jax.device_get(h[k]) for h in history])) for k in history[0]}
         history = []
-        rate = (step - step_start) * c.batch_size / max(time.time() - t_start, 1e-9)
+        # Rate over the steps since the last log line (the first window includes compilation).
+        now = time.time()
+        rate = (step - step_window) * c.batch_size / max(now - t_window, 1e-9)
+        t_window, step_window = now, step
         eta = (total_steps - step) * c.batch_size / rate
         logging.info('step %d/%d epoch %.2f loss %.4f lr %.2e | %.1f samples/s | ETA %s',
                      step, total_steps, step / steps_per_epoch, scalars['loss'], scalars['lr'],
