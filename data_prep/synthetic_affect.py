@@ -49,6 +49,12 @@ width 64, no positional encoding, per-word MLP, sum pooling; L1 loss, AdamW, wei
 reaches 0.93-0.95 after 2500 steps of batch 32 (1.5-3.5 min on 2 CPU cores) for 3 of 4 seeds and
 0.80 for the fourth: learning the alignment shows as a jump in accuracy after ~1000-1500 steps.
 
+`short` (10-20 words, 20-60 frames; 8000 training examples so that the demo's 1250 steps never
+repeat an example more than 5 times) is the demo's variant. On 1500 of its examples: the
+text-only oracle 0.71, the oracle with lag 0 0.78, the oracle 0.97. FASCA-Net as in
+`configs/synthetic.py` (1250 steps) reached 0.85 on test; without weight decay 1e-2 and dropout
+0.2 it memorised the training set and stayed at 0.75-0.76 on validation.
+
 Each split draws from `np.random.default_rng(config.seed + split_index)`, so a rebuild gives
 identical data.
 """
@@ -334,6 +340,10 @@ class SyntheticAffect(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
       SyntheticAffectConfig(
           name='default', description='2000/400/600 examples, 16-40 words, 32-120 frames.'),
+      SyntheticAffectConfig(
+          name='short', description='8000/400/600 examples, 10-20 words, 20-60 frames (demo).',
+          num_examples=(8000, 400, 600),
+          text_len=(10, 20), frame_len=(20, 60)),
       SyntheticAffectConfig(
           name='tiny', description='96/32/32 examples, 6-12 words, 10-30 frames (tests).',
           num_examples=(96, 32, 32), text_len=(6, 12), frame_len=(10, 30)),
