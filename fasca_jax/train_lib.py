@@ -23,6 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from fasca_jax import curves
 from fasca_jax import input_pipeline
 from fasca_jax import metric_writer
 from fasca_jax import metrics as metrics_lib
@@ -31,6 +32,7 @@ from fasca_jax.models import fasca_net
 
 HOST_KEYS = ('id',)  # batch fields that stay on the host.
 LATEST_DIR, BEST_DIR = 'checkpoints', 'best'
+CURVES_FILE = 'curves.png'
 SPLITS = {'train': 'train', 'valid': 'validation', 'test': 'test'}
 
 
@@ -332,8 +334,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Resumes automatically from the newest readable checkpoint in `workdir`. Returns the final
   results (best checkpoint on validation and test), also written to workdir/results.json, or
-  {} when stopped by SIGTERM. `trainer` (from `make_trainer` of a config that differs only in
-  the seed) reuses its compiled steps, as a seed sweep does.
+  {} when stopped by SIGTERM. Logs to workdir/metrics.jsonl and TensorBoard event files, and
+  draws workdir/curves.png after every epoch. `trainer` (from `make_trainer` of a config that
+  differs only in the seed) reuses its compiled steps, as a seed sweep does.
   """
   c = config
   if trainer is None:
@@ -358,7 +361,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer = metric_writer.MetricWriter(workdir)
   if state is None:
     state, extra = trainer.init_state(c.seed), {'best_val_loss': float('inf'), 'truncated': {}}
-    writer.write_hparams(c)
+    writer.write_hparams(c, ['valid/loss'] + [f'test/{m}' for m in curves.KEY_METRICS[c.task]])
     logging.info('Starting from scratch: %d steps (%d epochs x %d steps of %d examples).',
                  total_steps, c.num_epochs, steps_per_epoch, c.batch_size)
   else:
@@ -396,6 +399,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         _check_nonfinite(c, state)
         val, _ = trainer.evaluate(state.params, SPLITS['valid'])
         writer.write(step, 'valid', val)
+        _plot_curves(writer, workdir, c.task, steps_per_epoch)
         logging.info('epoch %d validation: %s', step // steps_per_epoch,
                      ' '.join(f'{k}={v:.4f}' for k, v in val.items()))
         if val['loss'] < best_val_loss:
@@ -406,6 +410,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         _save(latest, state, snapshot())
         latest.wait_until_finished()
         logging.warning('Stopped at step %d after SIGTERM; the same command resumes.', step)
+        writer.close()
         return {}
   _save(latest, state, snapshot())
   latest.wait_until_finished()
@@ -417,7 +422,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if int(state.nonfinite_count):
     logging.warning('%d updates were skipped because the loss was not finite.',
                     int(state.nonfinite_count))
-  return evaluate(c, workdir, ('valid', 'test'), trainer=trainer)
+  results = evaluate(c, workdir, ('valid', 'test'), trainer=trainer)
+  writer.write(total_steps, 'test', results['test'])
+  _plot_curves(writer, workdir, c.task, steps_per_epoch)
+  writer.close()
+  return results
+
+
+def _plot_curves(writer: metric_writer.MetricWriter, workdir: str, task: str,
+                 steps_per_epoch: int):
+  if writer.enabled:
+    curves.plot(writer.path, os.path.join(workdir, CURVES_FILE), task, steps_per_epoch)
 
 
 def _check_nonfinite(config, state):
