@@ -27,6 +27,7 @@ from fasca_jax import curves
 from fasca_jax import input_pipeline
 from fasca_jax import metric_writer
 from fasca_jax import metrics as metrics_lib
+from fasca_jax import predictions
 from fasca_jax import tasks
 from fasca_jax.models import fasca_net
 
@@ -174,8 +175,27 @@ class Trainer:
                         _device_fields(batch))
 
   # --- evaluation ----------------------------------------------------------------------------
-  def evaluate(self, params, split: str) -> tuple[dict, dict]:
-    """Runs one pass over `split`; returns (metrics, host arrays of outputs/targets/ids)."""
+  def _id_codes(self, ids) -> jax.Array:
+    """(B,) str ids of this process's batch -> (G, W) uint8 UTF-8 codes, zero-padded.
+
+    Sharded like the batch, so gathering it lines the ids up with the gathered outputs; W is
+    the longest id on any process.
+    """
+    encoded = [i.encode() for i in ids]
+    longest = np.int32(max(map(len, encoded), default=0))
+    width = max(int(np.max(multihost_utils.process_allgather(longest))), 1)
+    codes = np.zeros((len(encoded), width), np.uint8)
+    for row, e in zip(codes, encoded):
+      row[:len(e)] = np.frombuffer(e, np.uint8)
+    return jax.make_array_from_process_local_data(self.data_sharding, codes)
+
+  def evaluate(self, params, split: str, with_ids: bool = False) -> tuple[dict, dict]:
+    """Runs one pass over `split`; returns (metrics, host arrays).
+
+    The host arrays `output`, `target`, `loss` (and `id` (N,) str with `with_ids`) hold the N
+    real examples (padding rows dropped) in evaluation order: the stored order of the split
+    with one process; with several, batch by batch and process by process.
+    """
     c = self.config
     check_batch_size(c.eval_batch_size, 'eval_batch_size')
     batches = input_pipeline.make_batches(
@@ -184,7 +204,12 @@ class Trainer:
     parts = []
     for batch in batches:
       out = self.eval_step(params, self.to_device(batch))
-      parts.append(multihost_utils.process_allgather(out, tiled=True))
+      if with_ids:
+        out['id'] = self._id_codes(batch['id'])
+      part = multihost_utils.process_allgather(out, tiled=True)
+      if with_ids:
+        part['id'] = np.array([bytes(row).rstrip(b'\0').decode() for row in part['id']])
+      parts.append(part)
     host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     valid = host.pop('valid').astype(bool)
     host = {k: v[valid] for k, v in host.items()}
@@ -443,10 +468,13 @@ def _check_nonfinite(config, state):
         f'--config.skip_nonfinite=True to skip such updates.')
 
 
-def evaluate(config, workdir: str, splits=('test',), trainer: Trainer | None = None) -> dict:
+def evaluate(config, workdir: str, splits=('test',), trainer: Trainer | None = None,
+             predictions_path: str | None = None) -> dict:
   """Restores the best checkpoint (latest if none) and evaluates it on `splits`.
 
-  Splits are 'train', 'valid' or 'test'. Results are merged into workdir/results.json.
+  Splits are 'train', 'valid' or 'test'. Results are merged into workdir/results.json. With
+  `predictions_path` (relative: to the current directory), every example's prediction goes
+  there as JSON lines (`fasca_jax.predictions`), the splits in the order given.
   """
   input_pipeline.ensure_built(config)
   trainer = trainer or Trainer(config, total_steps=1, steps_per_epoch=1)
@@ -465,10 +493,16 @@ def evaluate(config, workdir: str, splits=('test',), trainer: Trainer | None = N
             f'--workdir={seed_runs[0]}.' if seed_runs else '')
     raise FileNotFoundError(f'no checkpoint in {workdir!r}: train first with '
                             f'`python train.py --config=... --workdir={workdir}`.{hint}')
-  results = {}
+  results, rows = {}, []
   for split in splits:
     if split not in SPLITS:
       raise ValueError(f'unknown split {split!r}: expected one of {sorted(SPLITS)}')
-    results[split], _ = trainer.evaluate(state.params, SPLITS[split])
+    results[split], host = trainer.evaluate(state.params, SPLITS[split],
+                                            with_ids=predictions_path is not None)
+    if predictions_path is not None:
+      rows.extend(predictions.rows(config.task, split, host))
   _write_results(workdir, results)
+  if predictions_path is not None and jax.process_index() == 0:
+    count = predictions.write(predictions_path, rows)
+    logging.info('Wrote %d predictions to %s.', count, os.path.abspath(predictions_path))
   return results
