@@ -1,6 +1,13 @@
 r"""Evaluates the best checkpoint of a training run and prints the metric table.
 
   python eval.py --config=configs/synthetic.py --workdir=workdirs/synthetic --split=test
+  python eval.py --config=configs/synthetic.py --workdir=workdirs/synthetic --split=valid \
+      --split=test --predictions=pred.jsonl
+
+--predictions writes one JSON line per example (id, split, prediction, label and, for
+classification, class probabilities; `fasca_jax.predictions`), in dataset order; a relative
+path is relative to the current directory. For a seed sweep, evaluate one seed's run:
+--workdir=DIR/seed_<n>.
 """
 
 from absl import app
@@ -16,6 +23,9 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _SPLIT = flags.DEFINE_multi_enum('split', ['test'], ['train', 'valid', 'test'], 'Split(s) to evaluate.')
+_PREDICTIONS = flags.DEFINE_string('predictions', None,
+                                   'Write per-example predictions of the split(s) to this JSONL '
+                                   'file.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -24,7 +34,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   train_lib.setup_logging()
   distributed.initialize()
-  results = train_lib.evaluate(_CONFIG.value, _WORKDIR.value, tuple(_SPLIT.value))
+  results = train_lib.evaluate(_CONFIG.value, _WORKDIR.value, tuple(_SPLIT.value),
+                               predictions_path=_PREDICTIONS.value)
   print(metrics.format_table(results))
 
 

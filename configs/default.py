@@ -11,6 +11,9 @@ def get_config():
   """Base FASCA-Net config (MOSEI-like widths, sentiment regression)."""
   config = ml_collections.ConfigDict()
   config.seed = 1111
+  # Seed sweep: '1111,1112,1113,1114,1115' trains one run per seed in workdir/seed_<n>/ and writes
+  # workdir/summary.{md,csv} (mean ± std); '' is one run with config.seed in workdir itself.
+  config.seeds = ''
 
   # Data: a TFDS builder `data_prep.<name>` with a builder config, built under data_dir.
   config.data_dir = 'data/tfds'

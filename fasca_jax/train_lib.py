@@ -4,6 +4,7 @@ Data parallel over a one-axis mesh `data` spanning every device of every process
 batch is sharded on its first axis, parameters and optimizer state are replicated.
 """
 
+import glob
 import json
 import logging as logging_std
 import os
@@ -22,20 +23,24 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from fasca_jax import curves
 from fasca_jax import input_pipeline
 from fasca_jax import metric_writer
 from fasca_jax import metrics as metrics_lib
+from fasca_jax import predictions
 from fasca_jax import tasks
 from fasca_jax.models import fasca_net
 
 HOST_KEYS = ('id',)  # batch fields that stay on the host.
 LATEST_DIR, BEST_DIR = 'checkpoints', 'best'
+CURVES_FILE = 'curves.png'
 SPLITS = {'train': 'train', 'valid': 'validation', 'test': 'test'}
 
 
 class TrainState(flax.struct.PyTreeNode):
   """Everything a resumed run needs besides the data iterator."""
   step: jax.Array
+  seed: jax.Array  # int32 config.seed, as data: one compiled step serves every seed of a sweep.
   params: Any
   opt_state: Any
   nonfinite_count: jax.Array  # updates skipped because the loss was not finite.
@@ -94,6 +99,7 @@ class Trainer:
 
   def __init__(self, config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int):
     self.config = config
+    self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
     self.model = fasca_net.build(config)
     self.tx, self.schedule = make_optimizer(config, total_steps, steps_per_epoch)
     self.mesh = make_mesh()
@@ -104,20 +110,22 @@ class Trainer:
                               donate_argnums=(0,))
     self.eval_step = jax.jit(self._eval_step, in_shardings=(self.replicated, self.data_sharding),
                              out_shardings=self.replicated)
+    self._jit_init = jax.jit(self._init, out_shardings=self.replicated)
 
   # --- state -------------------------------------------------------------------------------
-  def _init(self, rng):
+  def _init(self, seed):
     inputs, masks = dummy_batch(self.config, 2)
+    rng = jax.random.fold_in(jax.random.key(seed), 0)
     params = self.model.init({'params': rng}, inputs, masks, train=False)['params']
-    return TrainState(step=np.int32(0), params=params, opt_state=self.tx.init(params),
+    return TrainState(step=np.int32(0), seed=seed, params=params, opt_state=self.tx.init(params),
                       nonfinite_count=np.int32(0), first_nonfinite_step=np.int32(-1))
 
-  def init_state(self) -> TrainState:
-    rng = jax.random.fold_in(jax.random.key(self.config.seed), 0)
-    return jax.jit(self._init, out_shardings=self.replicated)(rng)
+  def init_state(self, seed: int | None = None) -> TrainState:
+    """Fresh state for `seed` (default config.seed); compiled once for all seeds."""
+    return self._jit_init(np.int32(self.config.seed if seed is None else seed))
 
   def abstract_state(self) -> TrainState:
-    shapes = jax.eval_shape(self._init, jax.random.key(0))
+    shapes = jax.eval_shape(self._init, np.int32(0))
     return jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes)
 
@@ -138,7 +146,7 @@ class Trainer:
 
   def _train_step(self, state: TrainState, batch):
     """One AdamW step; a non-finite loss leaves the state unchanged and is counted."""
-    rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+    rng = jax.random.fold_in(jax.random.key(state.seed), state.step)
     (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(
         state.params, batch, rng, True)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
@@ -147,6 +155,7 @@ class Trainer:
     keep = lambda new, old: jax.tree.map(lambda a, b: jax.numpy.where(finite, a, b), new, old)
     new_state = TrainState(
         step=state.step + 1,
+        seed=state.seed,
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
         nonfinite_count=state.nonfinite_count + (~finite).astype(jax.numpy.int32),
@@ -166,8 +175,27 @@ class Trainer:
                         _device_fields(batch))
 
   # --- evaluation ----------------------------------------------------------------------------
-  def evaluate(self, params, split: str) -> tuple[dict, dict]:
-    """Runs one pass over `split`; returns (metrics, host arrays of outputs/targets/ids)."""
+  def _id_codes(self, ids) -> jax.Array:
+    """(B,) str ids of this process's batch -> (G, W) uint8 UTF-8 codes, zero-padded.
+
+    Sharded like the batch, so gathering it lines the ids up with the gathered outputs; W is
+    the longest id on any process.
+    """
+    encoded = [i.encode() for i in ids]
+    longest = np.int32(max(map(len, encoded), default=0))
+    width = max(int(np.max(multihost_utils.process_allgather(longest))), 1)
+    codes = np.zeros((len(encoded), width), np.uint8)
+    for row, e in zip(codes, encoded):
+      row[:len(e)] = np.frombuffer(e, np.uint8)
+    return jax.make_array_from_process_local_data(self.data_sharding, codes)
+
+  def evaluate(self, params, split: str, with_ids: bool = False) -> tuple[dict, dict]:
+    """Runs one pass over `split`; returns (metrics, host arrays).
+
+    The host arrays `output`, `target`, `loss` (and `id` (N,) str with `with_ids`) hold the N
+    real examples (padding rows dropped) in evaluation order: the stored order of the split
+    with one process; with several, batch by batch and process by process.
+    """
     c = self.config
     check_batch_size(c.eval_batch_size, 'eval_batch_size')
     batches = input_pipeline.make_batches(
@@ -176,7 +204,12 @@ class Trainer:
     parts = []
     for batch in batches:
       out = self.eval_step(params, self.to_device(batch))
-      parts.append(multihost_utils.process_allgather(out, tiled=True))
+      if with_ids:
+        out['id'] = self._id_codes(batch['id'])
+      part = multihost_utils.process_allgather(out, tiled=True)
+      if with_ids:
+        part['id'] = np.array([bytes(row).rstrip(b'\0').decode() for row in part['id']])
+      parts.append(part)
     host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     valid = host.pop('valid').astype(bool)
     host = {k: v[valid] for k, v in host.items()}
@@ -250,7 +283,7 @@ def _write_results(workdir: str, results: dict):
       merged = json.load(f)
   merged.update(results)
   with open(path, 'w') as f:
-    json.dump(merged, f, indent=2, sort_keys=True)
+    json.dump(merged, f, indent=2)  # metrics in the order the task computes them.
 
 
 class _Preemption:
@@ -304,22 +337,41 @@ def _format_eta(seconds: float) -> str:
 
 
 # --- entry points --------------------------------------------------------------------------------
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def make_trainer(config: ml_collections.ConfigDict) -> Trainer:
+  """The Trainer for `config`'s data and schedule (builds a synthetic dataset on first use)."""
+  check_batch_size(config.batch_size, 'batch_size')
+  input_pipeline.ensure_built(config)
+  steps_per_epoch = input_pipeline.steps_per_epoch(config)
+  return Trainer(config, steps_per_epoch * config.num_epochs, steps_per_epoch)
+
+
+def _check_shared_trainer(trainer: Trainer, config: ml_collections.ConfigDict):
+  """A Trainer serves every config that differs from its own in the seed only."""
+  ignored = {'seed': None, 'seeds': None}
+  if {**trainer.config.to_dict(), **ignored} != {**config.to_dict(), **ignored}:
+    raise ValueError('train_and_evaluate(trainer=...) needs a Trainer built from the same config '
+                     'up to config.seed.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       trainer: Trainer | None = None) -> dict:
   """Trains with per-epoch validation, keeps latest + best (validation loss) checkpoints.
 
   Resumes automatically from the newest readable checkpoint in `workdir`. Returns the final
-  results (best checkpoint on validation and test), also written to workdir/results.json.
+  results (best checkpoint on validation and test), also written to workdir/results.json, or
+  {} when stopped by SIGTERM. Logs to workdir/metrics.jsonl and TensorBoard event files, and
+  draws workdir/curves.png after every epoch. `trainer` (from `make_trainer` of a config that
+  differs only in the seed) reuses its compiled steps, as a seed sweep does.
   """
   c = config
-  check_batch_size(c.batch_size, 'batch_size')
-  input_pipeline.ensure_built(c)
-  steps_per_epoch = input_pipeline.steps_per_epoch(c)
-  total_steps = steps_per_epoch * c.num_epochs
-  trainer = Trainer(c, total_steps, steps_per_epoch)
+  if trainer is None:
+    trainer = make_trainer(c)
+  else:
+    _check_shared_trainer(trainer, c)
+  steps_per_epoch, total_steps = trainer.steps_per_epoch, trainer.total_steps
   abstract = trainer.abstract_state()
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
   _check_workdir(workdir, needed_bytes=(c.keep_checkpoints + 1) * state_bytes + 2**20)
-  writer = metric_writer.MetricWriter(workdir)
   latest = _manager(workdir, LATEST_DIR, c.keep_checkpoints)
   best = _manager(workdir, BEST_DIR, 1)
 
@@ -327,9 +379,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       c, 'train', train=True, global_batch_size=c.batch_size, seed=c.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
   state, extra = restore_latest_good(latest, abstract)
+  if state is not None and int(state.seed) != c.seed:
+    raise ValueError(f'workdir {workdir!r} holds a run with seed {int(state.seed)} but '
+                     f'config.seed={c.seed}: resume with --config.seed={int(state.seed)} or '
+                     f'choose another --workdir.')
+  writer = metric_writer.MetricWriter(workdir)
   if state is None:
-    state, extra = trainer.init_state(), {'best_val_loss': float('inf'), 'truncated': {}}
-    writer.write_hparams(c)
+    state, extra = trainer.init_state(c.seed), {'best_val_loss': float('inf'), 'truncated': {}}
+    writer.write_hparams(c, ['valid/loss'] + [f'test/{m}' for m in curves.KEY_METRICS[c.task]])
     logging.info('Starting from scratch: %d steps (%d epochs x %d steps of %d examples).',
                  total_steps, c.num_epochs, steps_per_epoch, c.batch_size)
   else:
@@ -370,6 +427,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _check_nonfinite(c, state)
         val, _ = trainer.evaluate(state.params, SPLITS['valid'])
         writer.write(step, 'valid', val)
+        _plot_curves(writer, workdir, c.task, steps_per_epoch)
         logging.info('epoch %d validation: %s', step // steps_per_epoch,
                      ' '.join(f'{k}={v:.4f}' for k, v in val.items()))
         if val['loss'] < best_val_loss:
@@ -380,6 +438,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _save(latest, state, snapshot())
         latest.wait_until_finished()
         logging.warning('Stopped at step %d after SIGTERM; the same command resumes.', step)
+        writer.close()
         return {}
   _save(latest, state, snapshot())
   latest.wait_until_finished()
@@ -391,7 +450,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if int(state.nonfinite_count):
     logging.warning('%d updates were skipped because the loss was not finite.',
                     int(state.nonfinite_count))
-  return evaluate(c, workdir, ('valid', 'test'), trainer=trainer)
+  results = evaluate(c, workdir, ('valid', 'test'), trainer=trainer)
+  writer.write(total_steps, 'test', results['test'])
+  _plot_curves(writer, workdir, c.task, steps_per_epoch)
+  writer.close()
+  return results
+
+
+def _plot_curves(writer: metric_writer.MetricWriter, workdir: str, task: str,
+                 steps_per_epoch: int):
+  if writer.enabled:
+    curves.plot(writer.path, os.path.join(workdir, CURVES_FILE), task, steps_per_epoch)
 
 
 def _check_nonfinite(config, state):
@@ -402,10 +471,13 @@ def _check_nonfinite(config, state):
         f'--config.skip_nonfinite=True to skip such updates.')
 
 
-def evaluate(config, workdir: str, splits=('test',), trainer: Trainer | None = None) -> dict:
+def evaluate(config, workdir: str, splits=('test',), trainer: Trainer | None = None,
+             predictions_path: str | None = None) -> dict:
   """Restores the best checkpoint (latest if none) and evaluates it on `splits`.
 
-  Splits are 'train', 'valid' or 'test'. Results are merged into workdir/results.json.
+  Splits are 'train', 'valid' or 'test'. Results are merged into workdir/results.json. With
+  `predictions_path` (relative: to the current directory), every example's prediction goes
+  there as JSON lines (`fasca_jax.predictions`), the splits in the order given.
   """
   input_pipeline.ensure_built(config)
   trainer = trainer or Trainer(config, total_steps=1, steps_per_epoch=1)
@@ -419,12 +491,21 @@ def evaluate(config, workdir: str, splits=('test',), trainer: Trainer | None = N
         logging.info('Evaluating the %s checkpoint at step %d.', name, int(state.step))
         break
   if state is None:
+    seed_runs = sorted(glob.glob(os.path.join(workdir, 'seed_*')))
+    hint = (f' It holds the runs of a seed sweep: evaluate one of them, e.g. '
+            f'--workdir={seed_runs[0]}.' if seed_runs else '')
     raise FileNotFoundError(f'no checkpoint in {workdir!r}: train first with '
-                            f'`python train.py --config=... --workdir={workdir}`.')
-  results = {}
+                            f'`python train.py --config=... --workdir={workdir}`.{hint}')
+  results, rows = {}, []
   for split in splits:
     if split not in SPLITS:
       raise ValueError(f'unknown split {split!r}: expected one of {sorted(SPLITS)}')
-    results[split], _ = trainer.evaluate(state.params, SPLITS[split])
+    results[split], host = trainer.evaluate(state.params, SPLITS[split],
+                                            with_ids=predictions_path is not None)
+    if predictions_path is not None:
+      rows.extend(predictions.rows(config.task, split, host))
   _write_results(workdir, results)
+  if predictions_path is not None and jax.process_index() == 0:
+    count = predictions.write(predictions_path, rows)
+    logging.info('Wrote %d predictions to %s.', count, os.path.abspath(predictions_path))
   return results
