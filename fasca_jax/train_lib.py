@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from fasca_jax import config_io
 from fasca_jax import input_pipeline
 from fasca_jax import metric_writer
 from fasca_jax import metrics as metrics_lib
@@ -307,7 +308,8 @@ def _format_eta(seconds: float) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains with per-epoch validation, keeps latest + best (validation loss) checkpoints.
 
-  Resumes automatically from the newest readable checkpoint in `workdir`. Returns the final
+  Resumes automatically from the newest readable checkpoint in `workdir`; writes the config to
+  workdir/config.json (`config_io.load` rebuilds it). Returns the final
   results (best checkpoint on validation and test), also written to workdir/results.json.
   """
   c = config
@@ -319,6 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   abstract = trainer.abstract_state()
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
   _check_workdir(workdir, needed_bytes=(c.keep_checkpoints + 1) * state_bytes + 2**20)
+  config_io.save(c, workdir)  # predict.py / visualize.py rebuild the model from it.
   writer = metric_writer.MetricWriter(workdir)
   latest = _manager(workdir, LATEST_DIR, c.keep_checkpoints)
   best = _manager(workdir, BEST_DIR, 1)
