@@ -12,6 +12,7 @@ from configs import meld
 from configs import mosei
 from configs import synthetic
 from fasca_jax import ablation
+from fasca_jax import config_io
 from fasca_jax import train_lib
 from fasca_jax.models import fasca_net
 
@@ -149,5 +150,6 @@ def test_run_trains_missing_variants_and_reuses_finished_ones(tmp_path):
     assert json.load(f) == table
   with open(tmp_path / 'runs' / ablation.TABLE_FILE) as f:
     assert f.read() == ablation.format_table(table) + '\n'
-  with open(tmp_path / 'runs' / 'no_fusion' / 'config.json') as f:
-    assert json.load(f)['model']['use_fusion'] is False
+  saved = config_io.load(str(tmp_path / 'runs' / 'no_fusion'))
+  assert saved.to_dict() == ablation.apply(config, 'no_fusion').to_dict()
+  assert not saved.model.use_fusion
