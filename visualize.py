@@ -37,7 +37,8 @@ def main(argv):
                                         _OUT_DIR.value)
   except (KeyError, FileNotFoundError) as e:
     raise SystemExit(f'visualize.py: {e.args[0]}') from e
-  print('\n'.join(paths))
+  print('\n'.join(paths) if paths else
+        'Nothing to plot: this run has no FGFA pair and no cross-modal attention.')
 
 
 if __name__ == '__main__':

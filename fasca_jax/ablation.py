@@ -116,14 +116,13 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   table = {}
   for v, variant_config in configs.items():
     run_dir = os.path.join(workdir, v)
-    results = _read_results(run_dir)
-    if 'test' in results:
+    if 'test' in _read_results(run_dir):
       logging.info('Ablation %s: reusing %s/results.json.', v, run_dir)
     else:
       logging.info('Ablation %s: training into %s.', v, run_dir)
-      results = train_lib.train_and_evaluate(variant_config, run_dir)
-      if not results:  # stopped by SIGTERM: the same command resumes.
-        return {}
+      if not train_lib.train_and_evaluate(variant_config, run_dir):
+        return {}  # stopped by SIGTERM: the same command resumes.
+    results = _read_results(run_dir)  # one source (metrics in its sorted order), fresh or reused
     table[v] = {'params': count_params(variant_config),
                 **{s: results[s] for s in ('valid', 'test') if s in results}}
   if jax.process_index() == 0:

@@ -13,6 +13,7 @@ from configs import mosei
 from configs import synthetic
 from fasca_jax import ablation
 from fasca_jax import config_io
+from fasca_jax import input_pipeline
 from fasca_jax import train_lib
 from fasca_jax.models import fasca_net
 
@@ -150,6 +151,11 @@ def test_run_trains_missing_variants_and_reuses_finished_ones(tmp_path):
     assert json.load(f) == table
   with open(tmp_path / 'runs' / ablation.TABLE_FILE) as f:
     assert f.read() == ablation.format_table(table) + '\n'
+  # A dropped modality is not read from the data at all.
+  no_audio = ablation.apply(config, 'no_audio')
+  batch = next(iter(input_pipeline.make_batches(no_audio, 'validation', train=False,
+                                                global_batch_size=16, seed=0)))
+  assert {'text', 'vision'} <= set(batch) and not any(k.startswith('audio') for k in batch)
   saved = config_io.load(str(tmp_path / 'runs' / 'no_fusion'))
   assert saved.to_dict() == ablation.apply(config, 'no_fusion').to_dict()
   assert not saved.model.use_fusion
