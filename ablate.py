@@ -1,7 +1,7 @@
 r"""Runs the ablation table: trains and evaluates every variant of a config, then tabulates.
 
   python ablate.py --config=configs/synthetic.py --workdir=workdirs/ablate_synthetic
-  python ablate.py --config=configs/synthetic.py:tiny --workdir=/tmp/ablate --variants=full,no_fusion
+  python ablate.py --config=configs/synthetic.py:tiny --workdir=/tmp/abl --variants=full,no_fusion
 
 Each variant (fasca_jax/ablation.py: full, no_fusion, no_fgfa, no_fgfa_audio, no_fgfa_vision,
 no_text, no_audio, no_vision; by default all that apply) trains into --workdir/<variant>/ with
@@ -22,8 +22,8 @@ from fasca_jax import train_lib
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base config (configs/*.py[:arg]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one run per variant.')
-_VARIANTS = flags.DEFINE_list('variants', None,
-                              f'Variants to run (default: all that apply), from {ablation.VARIANTS}.')
+_VARIANTS = flags.DEFINE_list(
+    'variants', None, f'Variants to run (default: all that apply), from {ablation.VARIANTS}.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 

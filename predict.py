@@ -34,8 +34,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _VIDEO = flags.DEFINE_string('video', None, 'One media file (any container FFmpeg reads).')
 _TEXT = flags.DEFINE_string('text', None, 'What was said in --video (optional).')
 _INPUT_DIR = flags.DEFINE_string('input_dir', None, 'A folder of media files.')
-_OUTPUT = flags.DEFINE_string('output', None,
-                              'JSONL output for --input_dir (default <input_dir>/predictions.jsonl).')
+_OUTPUT = flags.DEFINE_string(
+    'output', None, 'JSONL output for --input_dir (default <input_dir>/predictions.jsonl).')
 _TEXT_MODEL_DIR = flags.DEFINE_string('text_model_dir', None,
                                       'Text encoder checkpoint (default: the bundled MiniLM).')
 flags.mark_flags_as_required(['workdir'])

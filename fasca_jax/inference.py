@@ -12,25 +12,8 @@ import numpy as np
 
 from fasca_jax import config_io
 from fasca_jax import input_pipeline
-from fasca_jax import metrics
 from fasca_jax import train_lib
 from fasca_jax.models import fasca_net
-
-# (dataset, target field) -> class names, for the classification datasets.
-CLASS_NAMES = {
-    ('meld', 'label'): ('neutral', 'surprise', 'fear', 'sadness', 'joy', 'disgust', 'anger'),
-}
-
-
-def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Names of the classes (classification) or emotions (IEMOCAP) the run predicts."""
-  if config.task == 'iemocap':
-    return metrics.IEMOCAP_EMOTIONS
-  names = CLASS_NAMES.get((config.dataset.name, config.target_key))
-  if names is None or len(names) != config.num_classes:
-    return tuple(f'class_{i}' for i in range(config.num_classes))
-  return names
-
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str):
   """Parameters of the best checkpoint of `workdir` (the latest one when there is no best).

@@ -18,27 +18,33 @@ import ml_collections
 import numpy as np
 
 from data_prep import meld
-from data_prep.features import audio as audio_lib
 from data_prep.features import extract
 from data_prep.features import text as text_lib
-from data_prep.features import vision as vision_lib
 from data_prep.features.media import MediaError
 from fasca_jax import config_io
 from fasca_jax import inference
 from fasca_jax import tasks
 
-EXTRACTORS = {'audio': audio_lib.audio_features, 'vision': vision_lib.vision_features}
 TASKS = ('regression', 'classification')
+# (dataset, target field) -> class names of the classification runs.
+CLASS_NAMES = {('meld', 'label'): meld.EMOTIONS}
 
 
 class InputError(ValueError):
   """A clip cannot be predicted with what was given (e.g. no text for a text-only run)."""
 
 
+def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Names of the classes a classification run predicts (class_<i> when none are known)."""
+  names = CLASS_NAMES.get((config.dataset.name, config.target_key))
+  if names is None or len(names) != config.num_classes:
+    return tuple(f'class_{i}' for i in range(config.num_classes))
+  return names
+
+
 def route_b_dims(text_model_dir: str | None = None) -> dict[str, int]:
   """Widths of the features predict extracts: modality -> D."""
-  return {'text': text_lib.text_dim(text_model_dir), 'audio': audio_lib.AUDIO_DIM,
-          'vision': vision_lib.VISION_DIM}
+  return {'text': text_lib.text_dim(text_model_dir), **extract.FEATURE_DIMS}
 
 
 def check_config(config: ml_collections.ConfigDict, dims: dict[str, int], workdir: str):
@@ -74,7 +80,7 @@ def describe(config: ml_collections.ConfigDict, output: np.ndarray) -> dict:
   if config.task == 'regression':
     score = float(output)
     return {'score': score, 'sentiment': 'positive' if score >= 0 else 'negative'}
-  names = inference.class_names(config)
+  names = class_names(config)
   return {'prediction': names[int(np.argmax(output))],
           'probabilities': {n: float(p) for n, p in zip(names, output)}}
 
@@ -106,7 +112,7 @@ class Predictor:
 
   @property
   def media_modalities(self) -> tuple[str, ...]:
-    return tuple(m for m in self.config.modalities if m in EXTRACTORS)
+    return tuple(m for m in self.config.modalities if m in extract.EXTRACTORS)
 
   def features(self, path: str, text: str) -> dict[str, np.ndarray]:
     """Route B features of `path` (and `text`) for the run's modalities: m -> (T_m, D_m).
@@ -114,7 +120,7 @@ class Predictor:
     Raises:
       MediaError: naming `path` when it is unreadable or lacks a needed stream.
     """
-    feats = {m: EXTRACTORS[m](path) for m in self.media_modalities}
+    feats = {m: extract.EXTRACTORS[m](path) for m in self.media_modalities}  # as MELD's build
     if 'text' in self.config.modalities:
       feats['text'] = text_lib.cached_encoder(self.text_model_dir).encode([text])[0]
     return {m: meld.replace_nonfinite(x)[0] for m, x in feats.items()}
@@ -156,7 +162,7 @@ def predict_folder(predictor: Predictor, input_dir: str, output: str) -> tuple[l
   """
   results, failed = [], {}
   with open(output, 'w') as f:
-    for _, path in sorted(extract.scan_folder(input_dir).items()):
+    for path in extract.scan_folder(input_dir).values():  # sorted by file name
       try:
         result = predictor.predict(os.fspath(path), clip_text(path))
       except (MediaError, InputError) as e:
