@@ -23,6 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from fasca_jax import config_io
 from fasca_jax import curves
 from fasca_jax import input_pipeline
 from fasca_jax import metric_writer
@@ -357,11 +358,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        trainer: Trainer | None = None) -> dict:
   """Trains with per-epoch validation, keeps latest + best (validation loss) checkpoints.
 
-  Resumes automatically from the newest readable checkpoint in `workdir`. Returns the final
-  results (best checkpoint on validation and test), also written to workdir/results.json, or
-  {} when stopped by SIGTERM. Logs to workdir/metrics.jsonl and TensorBoard event files, and
-  draws workdir/curves.png after every epoch. `trainer` (from `make_trainer` of a config that
-  differs only in the seed) reuses its compiled steps, as a seed sweep does.
+  Resumes automatically from the newest readable checkpoint in `workdir`; writes the config to
+  workdir/config.json (`config_io.load` rebuilds it). Returns the final results (best checkpoint
+  on validation and test), also written to workdir/results.json, or {} when stopped by SIGTERM.
+  Logs to workdir/metrics.jsonl and TensorBoard event files, and draws workdir/curves.png after
+  every epoch. `trainer` (from `make_trainer` of a config that differs only in the seed) reuses
+  its compiled steps, as a seed sweep does.
   """
   c = config
   if trainer is None:
@@ -372,6 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   abstract = trainer.abstract_state()
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
   _check_workdir(workdir, needed_bytes=(c.keep_checkpoints + 1) * state_bytes + 2**20)
+  config_io.save(c, workdir)  # predict.py / visualize.py rebuild the model from it.
   latest = _manager(workdir, LATEST_DIR, c.keep_checkpoints)
   best = _manager(workdir, BEST_DIR, 1)
 

@@ -59,7 +59,8 @@ class FascaNet(nn.Module):
     Returns:
       outputs: {'main': task output, 'aux_<m>': ... when aux_heads}; task output is (B,) for
         regression, (B, C) logits for classification, (B, 4, 2) logits for IEMOCAP.
-      intermediates: {'cross_attention': m -> (B, N, T_m+1, .), '<pair>_far': offsets/mask}.
+      intermediates: {'cross_attention': m -> (B, N, T_m+1, .) of the last fusion layer (absent
+        without fusion), '<pair>_far': offsets/mask of that pair's FAR}.
     """
     missing = [m for m in self.modalities if m not in inputs]
     if missing:
@@ -73,11 +74,10 @@ class FascaNet(nn.Module):
       ms[m] = jnp.concatenate([jnp.ones_like(masks[m][:, :1]), masks[m]], axis=1)
     intermediates = {}
     if self.use_fusion:
-      for i in range(self.num_fusion_layers):
-        xs, weights = fusion.TriModalFusion(
+      for i in range(self.num_fusion_layers):  # the last layer's weights are kept.
+        xs, intermediates['cross_attention'] = fusion.TriModalFusion(
             self.d_model, self.num_heads, self.ffn_mult, self.dropout, self.attn_dropout,
             self.dtype, name=f'fusion_{i}')(xs, ms, train=train)
-      intermediates['cross_attention'] = weights
     dilations = dict(self.dilations or {})
     pooled = []
     for p in self.pairs():

@@ -1,0 +1,152 @@
+"""predict.py: Route B features of test clips through a run with MELD-multimodal widths."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import save_initial_run
+from configs import meld
+from configs import synthetic
+from data_prep.features import audio, synthetic as clips_lib, text, vision
+from fasca_jax import ablation
+from fasca_jax import config_io
+from fasca_jax import predictor as predictor_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAID = 'Oh my God, that is amazing!'
+
+
+def tiny_meld_config():
+  """configs/meld.py:multimodal (widths 384/46/27, 7 emotions) with a tiny model and lengths."""
+  config = meld.get_config('multimodal')
+  config.max_len.text, config.max_len.audio, config.max_len.vision = 16, 64, 8
+  m = config.model
+  m.d_model, m.num_heads, m.ffn_mult, m.d_align = 16, 2, 2, 8
+  m.bfa_heads, m.num_bfa, m.head_hidden = 2, 1, 16
+  return config
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('meld_run'))
+  save_initial_run(tiny_meld_config(), workdir)
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def clip_dir(tmp_path_factory):
+  """A folder: two clips (one with a .txt of what was said), a broken file, a non-media file."""
+  root = tmp_path_factory.mktemp('clips')
+  clips_lib.write_clip(root / 'a_tone.mp4', 1.0, tone_hz=220.0, moving=True)
+  clips_lib.write_clip(root / 'b_still.mp4', 0.6, tone_hz=440.0, moving=False)
+  (root / 'b_still.txt').write_text(SAID + '\n')
+  (root / 'c_broken.mp4').write_bytes(b'not a media file')
+  (root / 'notes.md').write_text('ignored: not a media extension')
+  return root
+
+
+@pytest.fixture(scope='module')
+def predictor(run_dir):
+  return predictor_lib.Predictor(run_dir)
+
+
+def _check_probabilities(result):
+  probs = result['probabilities']
+  assert tuple(probs) == meld.EMOTIONS
+  assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+  assert all(0 < p < 1 for p in probs.values())
+  assert result['prediction'] == max(probs, key=probs.get)
+
+
+def test_predict_one_clip_matches_the_model_on_hand_built_inputs(predictor, clip_dir):
+  path = str(clip_dir / 'a_tone.mp4')
+  result = predictor.predict(path, SAID)
+  _check_probabilities(result)
+  assert result['id'] == 'a_tone' and result['text'] == SAID
+  # The same features, cropped and padded by hand, through the same restored model.
+  feats = {'audio': audio.audio_features(path), 'vision': vision.vision_features(path),
+           'text': text.cached_encoder().encode([SAID])[0]}
+  assert result['steps'] == {m: len(x) for m, x in feats.items()} and result['steps']['vision'] == 5
+  config = predictor.config
+  inputs, masks = {}, {}
+  for m in config.modalities:
+    keep = min(len(feats[m]), config.max_len[m])  # audio (101 steps) is cropped to 64
+    inputs[m] = np.zeros((1, config.max_len[m], config.dims[m]), np.float32)
+    inputs[m][0, :keep] = feats[m][:keep]
+    masks[m] = np.arange(config.max_len[m])[None] < keep
+  logits = np.asarray(predictor.run._apply(predictor.run.params, inputs, masks)[0]['main'][0])
+  expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+  np.testing.assert_allclose(list(result['probabilities'].values()), expected, atol=1e-5)
+  table = predictor_lib.format_result(result)
+  assert table.splitlines()[0] == f"{path} (text: {SAID!r})"
+  assert f"{result['prediction']}" in table.splitlines()[1] and '<- predicted' in table
+
+
+def test_unreadable_clip_is_an_error_naming_the_file(predictor, clip_dir):
+  broken = str(clip_dir / 'c_broken.mp4')
+  with pytest.raises(predictor_lib.MediaError, match=f'{broken}: cannot open media'):
+    predictor.predict(broken, SAID)
+
+
+def test_input_dir_writes_jsonl_in_file_order_and_skips_unreadable_clips(predictor, clip_dir,
+                                                                         tmp_path):
+  output = tmp_path / 'out.jsonl'
+  results, failed = predictor_lib.predict_folder(predictor, str(clip_dir), str(output))
+  rows = [json.loads(line) for line in output.read_text().splitlines()]
+  assert rows == results and [r['id'] for r in rows] == ['a_tone', 'b_still']
+  assert [r['text'] for r in rows] == ['', SAID]  # b_still.txt holds what was said
+  for r in rows:
+    _check_probabilities(r)
+  assert rows[1]['steps']['vision'] == 3  # 0.6 s at 5 frames per second
+  broken = str(clip_dir / 'c_broken.mp4')
+  assert list(failed) == [broken] and failed[broken].startswith(f'{broken}: cannot open media')
+
+
+def test_cli_on_a_folder_and_on_an_unreadable_clip(run_dir, clip_dir, tmp_path):
+  """The command line, with the run's no_text ablation (audio + vision: no text encoder to load)."""
+  workdir = str(tmp_path / 'av_run')
+  save_initial_run(ablation.apply(config_io.load(run_dir), 'no_text'), workdir)
+  output = tmp_path / 'av.jsonl'
+  result = subprocess.run(
+      [sys.executable, 'predict.py', f'--workdir={workdir}', f'--input_dir={clip_dir}',
+       f'--output={output}'], cwd=REPO, capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+  rows = [json.loads(line) for line in output.read_text().splitlines()]
+  assert [r['id'] for r in rows] == ['a_tone', 'b_still'] and set(rows[0]['steps']) == {
+      'audio', 'vision'}
+  for r in rows:
+    _check_probabilities(r)
+  assert result.stdout.splitlines()[:2] == [f'{r["file"]}: {r["prediction"]}' for r in rows]
+  assert f'skipped {clip_dir / "c_broken.mp4"}: ' in result.stderr
+  assert f'2 clips predicted into {output}; 1 skipped.' in result.stdout
+  broken = str(clip_dir / 'c_broken.mp4')
+  result = subprocess.run(
+      [sys.executable, 'predict.py', f'--workdir={workdir}', f'--video={broken}'],
+      cwd=REPO, capture_output=True, text=True, check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(f'predict.py: {broken}: cannot open')
+
+
+def test_run_on_other_features_says_which_config_to_train(tmp_path):
+  config = synthetic.get_config('tiny')  # widths 768/74/35
+  config_io.save(config, str(tmp_path))
+  with pytest.raises(predictor_lib.InputError,
+                     match=r'widths text 768, audio 74, vision 35 \(synthetic_affect/tiny\).*'
+                           r'widths text 384, audio 46, vision 27.*configs/meld.py:multimodal'):
+    predictor_lib.Predictor(str(tmp_path))
+
+
+def test_describe_regression_and_text_only_runs(tmp_path):
+  config = synthetic.get_config('tiny')
+  assert predictor_lib.describe(config, np.float32(-0.25)) == {
+      'score': -0.25, 'sentiment': 'negative'}
+  assert predictor_lib.describe(config, np.float32(0.0))['sentiment'] == 'positive'
+  text_run = tiny_meld_config()
+  text_run.modalities = ('text',)
+  save_initial_run(text_run, str(tmp_path))
+  with pytest.raises(predictor_lib.InputError, match='reads only text and no text was given'):
+    predictor_lib.Predictor(str(tmp_path)).predict('any.mp4', '')
