@@ -3,9 +3,6 @@
 Used by predict.py (new media) and visualize.py (alignment plots of one example).
 """
 
-import os
-
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -15,22 +12,11 @@ from fasca_jax import input_pipeline
 from fasca_jax import train_lib
 from fasca_jax.models import fasca_net
 
-def restore_params(config: ml_collections.ConfigDict, workdir: str):
-  """Parameters of the best checkpoint of `workdir` (the latest one when there is no best).
 
-  Raises:
-    FileNotFoundError: no readable checkpoint in `workdir`.
-  """
+def restore_params(config: ml_collections.ConfigDict, workdir: str):
+  """Parameters of the best checkpoint of `workdir` (the latest one when there is no best)."""
   abstract = train_lib.Trainer(config, total_steps=1, steps_per_epoch=1).abstract_state()
-  for name in (train_lib.BEST_DIR, train_lib.LATEST_DIR):
-    if os.path.isdir(os.path.join(workdir, name)):
-      state, _ = train_lib.restore_latest_good(train_lib._manager(workdir, name, 1), abstract)
-      if state is not None:
-        logging.info('Restored the %s checkpoint of %s (step %d).', name, workdir,
-                     int(state.step))
-        return state.params
-  raise FileNotFoundError(f'no checkpoint in {workdir!r}: train first with '
-                          f'`python train.py --config=... --workdir={workdir}`.')
+  return train_lib.restore_best(abstract, workdir).params
 
 
 class Run:

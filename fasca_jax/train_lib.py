@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import time
-from typing import Any, Iterator
+from typing import Any
 
 from absl import logging
 import flax.struct
@@ -474,6 +474,26 @@ def _check_nonfinite(config, state):
         f'--config.skip_nonfinite=True to skip such updates.')
 
 
+def restore_best(abstract_state: TrainState, workdir: str) -> TrainState:
+  """The best checkpoint of `workdir` (the latest one when there is no best).
+
+  Raises:
+    FileNotFoundError: no readable checkpoint in `workdir`; names the seed runs of a sweep.
+  """
+  for name in (BEST_DIR, LATEST_DIR):
+    if os.path.isdir(os.path.join(workdir, name)):
+      state, _ = restore_latest_good(_manager(workdir, name, 1), abstract_state)
+      if state is not None:
+        logging.info('Restored the %s checkpoint of %s (step %d).', name, workdir,
+                     int(state.step))
+        return state
+  seed_runs = sorted(glob.glob(os.path.join(workdir, 'seed_*')))
+  hint = (f' It holds the runs of a seed sweep: use one of them, e.g. '
+          f'--workdir={seed_runs[0]}.' if seed_runs else '')
+  raise FileNotFoundError(f'no checkpoint in {workdir!r}: train first with '
+                          f'`python train.py --config=... --workdir={workdir}`.{hint}')
+
+
 def evaluate(config, workdir: str, splits=('test',), trainer: Trainer | None = None,
              predictions_path: str | None = None) -> dict:
   """Restores the best checkpoint (latest if none) and evaluates it on `splits`.
@@ -484,21 +504,7 @@ def evaluate(config, workdir: str, splits=('test',), trainer: Trainer | None = N
   """
   input_pipeline.ensure_built(config)
   trainer = trainer or Trainer(config, total_steps=1, steps_per_epoch=1)
-  abstract = trainer.abstract_state()
-  state = None
-  for name in (BEST_DIR, LATEST_DIR):
-    directory = os.path.join(workdir, name)
-    if os.path.isdir(directory):
-      state, _ = restore_latest_good(_manager(workdir, name, 1), abstract)
-      if state is not None:
-        logging.info('Evaluating the %s checkpoint at step %d.', name, int(state.step))
-        break
-  if state is None:
-    seed_runs = sorted(glob.glob(os.path.join(workdir, 'seed_*')))
-    hint = (f' It holds the runs of a seed sweep: evaluate one of them, e.g. '
-            f'--workdir={seed_runs[0]}.' if seed_runs else '')
-    raise FileNotFoundError(f'no checkpoint in {workdir!r}: train first with '
-                            f'`python train.py --config=... --workdir={workdir}`.{hint}')
+  state = restore_best(trainer.abstract_state(), workdir)
   results, rows = {}, []
   for split in splits:
     if split not in SPLITS:
