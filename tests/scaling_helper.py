@@ -96,7 +96,8 @@ def _checksum(tree) -> str:
 
 def record_cmd(options, argv):
   report = {'ids': {}, 'writes': [], 'checksums': {}}
-  make_batches, save, open_ = input_pipeline.make_batches, train_lib._save, builtins.open  # pylint: disable=protected-access
+  make_batches, open_ = input_pipeline.make_batches, builtins.open
+  save = train_lib._save
 
   def recorded(batches, split):
     ids = report['ids'].setdefault(split, [])
@@ -138,7 +139,7 @@ def record_cmd(options, argv):
     return open_(file, mode, *args, **kwargs)
 
   input_pipeline.make_batches = recording_make_batches
-  train_lib._save = recording_save  # pylint: disable=protected-access
+  train_lib._save = recording_save
   builtins.open = recording_open
   try:
     _run_train(argv)
@@ -157,7 +158,8 @@ def curve_cmd(options, argv):
   config = synthetic.get_config('tiny')
   config.data_dir = options['data_dir']
   # The step function may be traced once only; a second trace raises inside jit.
-  train_lib.Trainer._train_step = chex.assert_max_traces(train_lib.Trainer._train_step, n=1)  # pylint: disable=protected-access
+  trainer_cls = train_lib.Trainer
+  trainer_cls._train_step = chex.assert_max_traces(trainer_cls._train_step, n=1)
   trainer = train_lib.Trainer(config, total_steps=12, steps_per_epoch=6)
   batches = input_pipeline.make_batches(config, 'train', train=True,
                                         global_batch_size=config.batch_size, seed=config.seed)
@@ -168,7 +170,7 @@ def curve_cmd(options, argv):
     losses.append(float(metrics['loss']))
   text = batch['text']
   np.savez(options['out'], losses=np.array(losses), device_count=jax.device_count(),
-           cache_size=trainer.train_step._cache_size(),  # pylint: disable=protected-access
+           cache_size=trainer.train_step._cache_size(),
            batch_devices=len(text.sharding.device_set),
            batch_shard_rows=[s.data.shape[0] for s in text.addressable_shards],
            params_replicated=all(x.sharding.is_fully_replicated

@@ -59,14 +59,17 @@ def _run(args, env, log_path, timeout=600):
     return proc.returncode, f.read()
 
 
+def _latest(workdir):
+  return train_lib._manager(str(workdir), train_lib.LATEST_DIR, 2)
+
+
 def _restore(workdir, config):
   trainer = train_lib.Trainer(config, 1, 1)
-  manager = train_lib._manager(str(workdir), train_lib.LATEST_DIR, 2)  # pylint: disable=protected-access
-  return train_lib.restore_latest_good(manager, trainer.abstract_state())
+  return train_lib.restore_latest_good(_latest(workdir), trainer.abstract_state())
 
 
 def _saved_steps(workdir):
-  return sorted(train_lib._manager(str(workdir), train_lib.LATEST_DIR, 2).all_steps())  # pylint: disable=protected-access
+  return sorted(_latest(workdir).all_steps())
 
 
 def _assert_states_equal(got, want):
@@ -103,7 +106,8 @@ def reference(data_dir, cache_dir, tmp_path_factory):
 # --- exact resume ---------------------------------------------------------------------------------
 def test_sigterm_then_sigkill_resume_bit_exact(data_dir, cache_dir, reference, tmp_path):
   """SIGTERM after step 3 -> checkpoint + exit 0; the same command resumes; SIGKILL after step 9
-  -> the rerun resumes from step 6 (the last save); final state == uninterrupted run, bit for bit."""
+  -> the rerun resumes from step 6 (the last save); final state == uninterrupted run, bit for
+  bit."""
   config, workdir, env = tiny_config(data_dir), tmp_path / 'run', _env(2, cache_dir)
   flags = _train_flags(workdir, data_dir)
 
@@ -131,10 +135,11 @@ def test_sigterm_then_sigkill_resume_bit_exact(data_dir, cache_dir, reference, t
     assert json.load(f) == json.load(g)
 
 
-# --- faults -----------------------------------------------------------------------------------------
+# --- faults ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize('damaged', ['state/manifest.ocdbt', 'state/_METADATA', 'extra/metadata'])
 def test_truncated_file_makes_a_checkpoint_unreadable(data_dir, reference, tmp_path, damaged):
-  """Each of these files is read on restore: half of it -> that step is skipped for the one before."""
+  """Each of these files is read on restore: cut in half, its step is skipped for the one
+  before."""
   config, workdir = tiny_config(data_dir), tmp_path / 'run'
   shutil.copytree(reference, workdir)
   path = workdir / train_lib.LATEST_DIR / str(TOTAL_STEPS) / damaged
@@ -182,7 +187,7 @@ def test_full_disk_is_a_clear_error_before_training(data_dir, tmp_path, monkeypa
   assert not (workdir / 'metrics.jsonl').exists()
 
 
-# --- data parallel -----------------------------------------------------------------------------------
+# --- data parallel --------------------------------------------------------------------------------
 def test_8_devices_match_1_device_and_compile_once(data_dir, cache_dir, tmp_path):
   """Same global batch (16) on 1 and 8 devices: the same loss curve up to float32 reduction
   order (rtol 1e-5, observed 2e-7); the train step is traced and compiled once."""
@@ -210,7 +215,7 @@ def test_8_devices_match_1_device_and_compile_once(data_dir, cache_dir, tmp_path
     np.testing.assert_allclose(res[8][k], res[1][k], rtol=1e-5, atol=1e-4, err_msg=k)
 
 
-# --- multi-host -------------------------------------------------------------------------------------
+# --- multi-host -----------------------------------------------------------------------------------
 def _free_port():
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
