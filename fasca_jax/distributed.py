@@ -19,11 +19,20 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   coordinator_address = coordinator_address or os.environ.get(ENV['coordinator_address'])
   if not coordinator_address:
     return
-  if num_processes is None:
-    num_processes = int(os.environ[ENV['num_processes']])
-  if process_id is None:
-    process_id = int(os.environ[ENV['process_id']])
+  num_processes = _setting('num_processes', num_processes)
+  process_id = _setting('process_id', process_id)
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # affects CPU devices only.
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
   logging.info('Process %d of %d joined %s: %d global devices.', jax.process_index(),
                jax.process_count(), coordinator_address, jax.device_count())
+
+
+def _setting(name: str, value: int | None) -> int:
+  """`value`, else the integer in its environment variable; a clear error when neither is set."""
+  if value is not None:
+    return value
+  text = os.environ.get(ENV[name])
+  if text is None or not text.strip().isdigit():
+    raise ValueError(f'A multi-process run needs --{name} or ${ENV[name]} (a non-negative '
+                     f'integer), found {text!r}.')
+  return int(text)

@@ -33,6 +33,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 TARGETS = {'regression': np.float32, 'label': np.int32}  # Cast to these whatever is stored.
+# Batches decoded ahead of the consumer, per process. Bounds host memory to a few batches
+# whatever the split size (grain's default ReadOptions read 500 elements ahead).
+READ_AHEAD_BATCHES = 2
 
 
 def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -195,7 +198,9 @@ def make_batches(config: ml_collections.ConfigDict, split: str, *, train: bool,
             len(source), shard_options=shard, shuffle=shuffle, num_epochs=None, seed=seed),
         operations=[to_example, grain.transforms.Batch(batch_size, drop_remainder=True)],
         worker_count=workers,
-        shard_options=shard)
+        shard_options=shard,
+        read_options=grain.ReadOptions(num_threads=min(16, READ_AHEAD_BATCHES * batch_size),
+                                       prefetch_buffer_size=READ_AHEAD_BATCHES * batch_size))
     return iter(loader)
   return _eval_batches(source, to_example, to_example.blank(widths), batch_size,
                        process_index, process_count, shuffle, seed, workers)
@@ -214,7 +219,8 @@ def _eval_batches(source, to_example: _ToExample, blank: dict, batch_size: int,
     ds = ds.shuffle(seed=seed)
   ds = ds.map(to_example).batch(
       batch_size, batch_fn=functools.partial(_pad_and_stack, batch_size=batch_size, blank=blank))
-  ds = ds.to_iter_dataset()
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=READ_AHEAD_BATCHES,
+                                            prefetch_buffer_size=READ_AHEAD_BATCHES))
   if workers:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   yield from ds

@@ -240,8 +240,11 @@ def _save(manager, state, extra: dict):
       state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)), force=True)
 
 
-def restore_latest_good(manager, abstract_state):
+def restore_latest_good(manager, abstract_state, set_aside: bool = False):
   """Restores the newest checkpoint that reads back, skipping (with a warning) broken ones.
+
+  With `set_aside`, an unreadable step directory is renamed to `<step>.unreadable-<time>` so
+  that the resumed run can save that step again (Orbax refuses to overwrite a step).
 
   Returns (state, extra) or (None, None) when there is no readable checkpoint.
   """
@@ -252,9 +255,25 @@ def restore_latest_good(manager, abstract_state):
       return restored['state'], restored['extra']
     except Exception as e:  # pylint: disable=broad-except
       path = os.path.join(str(manager.directory), str(step))
+      reason = (str(e).splitlines() or [''])[0][:300]
       logging.warning('Skipping unreadable checkpoint %s (%s: %s); trying an older one.',
-                      path, type(e).__name__, e)
+                      path, type(e).__name__, reason)
+      if set_aside:
+        _set_aside(manager, path)
   return None, None
+
+
+def _set_aside(manager, path: str):
+  """Renames checkpoint directory `path` out of `manager`'s steps (process 0, all in step)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'set_aside_read_{path}')
+  if jax.process_index() == 0:
+    moved = f'{path}.unreadable-{time.strftime("%Y%m%d-%H%M%S")}'
+    os.rename(path, moved)
+    logging.warning('Moved unreadable checkpoint %s to %s.', path, moved)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'set_aside_done_{path}')
+  manager.reload()
 
 
 def _check_workdir(workdir: str, needed_bytes: int):
@@ -381,7 +400,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_iter = input_pipeline.make_batches(
       c, 'train', train=True, global_batch_size=c.batch_size, seed=c.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
-  state, extra = restore_latest_good(latest, abstract)
+  state, extra = restore_latest_good(latest, abstract, set_aside=True)
   if state is not None and int(state.seed) != c.seed:
     raise ValueError(f'workdir {workdir!r} holds a run with seed {int(state.seed)} but '
                      f'config.seed={c.seed}: resume with --config.seed={int(state.seed)} or '

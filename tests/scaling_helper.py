@@ -1,0 +1,183 @@
+"""Subprocess side of tests/test_scaling.py: real `train.py` runs with a few probes attached.
+
+  python tests/scaling_helper.py train [--sigterm_after_step=K] [--sigkill_after_step=J
+      --wait_for_checkpoint=S] -- TRAIN_FLAGS...
+      train.py's main; after step K the process sends itself SIGTERM (handled by the trainer like
+      any SIGTERM); after step J, once checkpoint step S is on disk, it sends itself SIGKILL.
+  python tests/scaling_helper.py record --report=PATH -- TRAIN_FLAGS...
+      train.py's main, recording the example ids this process read (per split), the files it
+      opened for writing and a checksum of the parameters at every checkpointed step; writes
+      them as JSON to PATH.
+  python tests/scaling_helper.py curve --data_dir=DIR --steps=N --out=PATH
+      N train steps of the tiny synthetic config on every device of this process; writes the
+      losses, trace/compile counts, shardings and final parameters to PATH (.npz).
+
+Signals are sent from inside the step so that the step they follow is exact whatever the load
+of the machine; the trainer's handling of them is the production code path.
+"""
+import builtins
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+import chex
+import jax
+import numpy as np
+
+from fasca_jax import input_pipeline
+from fasca_jax import train_lib
+
+
+def _options(argv):
+  """'--k=v' options before '--' -> (dict, the arguments after '--')."""
+  split = argv.index('--') if '--' in argv else len(argv)
+  options = dict(a[2:].split('=', 1) for a in argv[:split])
+  return options, argv[split + 1:]
+
+
+def _wrap_train_step(after_step):
+  """Calls `after_step(step)` after every train step of every Trainer built from now on."""
+  original_init = train_lib.Trainer.__init__
+
+  def init(self, *args, **kwargs):
+    original_init(self, *args, **kwargs)
+    step_fn = self.train_step
+
+    def train_step(state, batch):
+      state, metrics = step_fn(state, batch)
+      after_step(int(state.step))
+      return state, metrics
+
+    self.train_step = train_step
+
+  train_lib.Trainer.__init__ = init
+
+
+def _run_train(argv):
+  import train  # pylint: disable=g-import-not-at-top
+  app.run(train.main, argv=['train.py', *argv])
+
+
+def train_cmd(options, argv):
+  sigterm = int(options.get('sigterm_after_step', -1))
+  sigkill = int(options.get('sigkill_after_step', -1))
+  wait_for = options.get('wait_for_checkpoint')
+  workdir = next(a.split('=', 1)[1] for a in argv if a.startswith('--workdir='))
+
+  def after_step(step):
+    if step == sigterm:
+      os.kill(os.getpid(), signal.SIGTERM)
+    if step == sigkill:
+      if wait_for is not None:  # The async save of that step must be on disk first.
+        path = os.path.join(workdir, train_lib.LATEST_DIR, wait_for)
+        deadline = time.time() + 120
+        while not os.path.isdir(path) and time.time() < deadline:
+          time.sleep(0.02)
+      os.kill(os.getpid(), signal.SIGKILL)
+
+  _wrap_train_step(after_step)
+  _run_train(argv)
+
+
+def _checksum(tree) -> str:
+  """sha256 over this process's copies of every leaf."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(tree):
+    for shard in leaf.addressable_shards:
+      h.update(np.asarray(shard.data).tobytes())
+  return h.hexdigest()
+
+
+def record_cmd(options, argv):
+  report = {'ids': {}, 'writes': [], 'checksums': {}}
+  make_batches, open_ = input_pipeline.make_batches, builtins.open
+  save = train_lib._save
+
+  def recorded(batches, split):
+    ids = report['ids'].setdefault(split, [])
+    for batch in batches:
+      ids.extend(i for i in batch['id'].tolist() if i)
+      yield batch
+
+  class RecordedTrain:
+    """The train iterator, recording ids; keeps get_state/set_state for checkpoints."""
+
+    def __init__(self, it):
+      self._it, self._ids = it, report['ids'].setdefault('train', [])
+
+    def __iter__(self):
+      return self
+
+    def __next__(self):
+      batch = next(self._it)
+      self._ids.extend(batch['id'].tolist())
+      return batch
+
+    def get_state(self):
+      return self._it.get_state()
+
+    def set_state(self, state):
+      self._it.set_state(state)
+
+  def recording_make_batches(config, split, **kwargs):
+    batches = make_batches(config, split, **kwargs)
+    return RecordedTrain(batches) if kwargs['train'] else recorded(batches, split)
+
+  def recording_save(manager, state, extra):
+    report['checksums'][str(int(state.step))] = _checksum(state.params)
+    return save(manager, state, extra)
+
+  def recording_open(file, mode='r', *args, **kwargs):
+    if isinstance(file, (str, os.PathLike)) and any(c in mode for c in 'wax+'):
+      report['writes'].append(os.path.abspath(file))
+    return open_(file, mode, *args, **kwargs)
+
+  input_pipeline.make_batches = recording_make_batches
+  train_lib._save = recording_save
+  builtins.open = recording_open
+  try:
+    _run_train(argv)
+  finally:
+    builtins.open = open_
+    report['process_index'] = jax.process_index()
+    report['process_count'] = jax.process_count()
+    report['device_count'] = jax.device_count()
+    with open(options['report'], 'w') as f:
+      json.dump(report, f)
+
+
+def curve_cmd(options, argv):
+  del argv
+  from configs import synthetic  # pylint: disable=g-import-not-at-top
+  config = synthetic.get_config('tiny')
+  config.data_dir = options['data_dir']
+  # The step function may be traced once only; a second trace raises inside jit.
+  trainer_cls = train_lib.Trainer
+  trainer_cls._train_step = chex.assert_max_traces(trainer_cls._train_step, n=1)
+  trainer = train_lib.Trainer(config, total_steps=12, steps_per_epoch=6)
+  batches = input_pipeline.make_batches(config, 'train', train=True,
+                                        global_batch_size=config.batch_size, seed=config.seed)
+  state, losses = trainer.init_state(), []
+  for _ in range(int(options['steps'])):
+    batch = trainer.to_device(next(batches))
+    state, metrics = trainer.train_step(state, batch)
+    losses.append(float(metrics['loss']))
+  text = batch['text']
+  np.savez(options['out'], losses=np.array(losses), device_count=jax.device_count(),
+           cache_size=trainer.train_step._cache_size(),
+           batch_devices=len(text.sharding.device_set),
+           batch_shard_rows=[s.data.shape[0] for s in text.addressable_shards],
+           params_replicated=all(x.sharding.is_fully_replicated
+                                 for x in jax.tree.leaves(state.params)),
+           **{f'leaf{i}': np.asarray(x) for i, x in enumerate(jax.tree.leaves(state.params))})
+
+
+if __name__ == '__main__':
+  _opts, _rest = _options(sys.argv[2:])
+  {'train': train_cmd, 'record': record_cmd, 'curve': curve_cmd}[sys.argv[1]](_opts, _rest)
