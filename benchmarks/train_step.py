@@ -113,7 +113,7 @@ def init_params(config):
   """Float32 parameters (their shapes do not depend on lengths or batch size).
 
   Initialisation runs once and is not timed, so it is compiled at XLA's lowest backend
-  optimisation level: that halves its compile time on CPU.
+  optimisation level on CPU, which shortens its compile.
   """
   model = fasca_net.build(config)
   tx, _ = steps.make_optimizer(config, TOTAL_STEPS, STEPS_PER_EPOCH)
