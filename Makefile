@@ -3,9 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 DEMO_DIR ?= workdirs/demo
 
-.PHONY: install demo test test-all clean
+.PHONY: install install-bench demo test test-all bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
 	$(PY) -m venv $(VENV)
@@ -17,6 +18,13 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
 
 install: $(STAMP)
 
+# PyTorch, for the side-by-side benchmarks and the parity test (not needed by `make demo`).
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(BIN)/python -m pip install -q -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+install-bench: $(BENCH_STAMP)
+
 # Builds the synthetic dataset on first use, trains, then evaluates the best checkpoint on test.
 demo: install
 	rm -rf $(DEMO_DIR)
@@ -24,11 +32,15 @@ demo: install
 	$(BIN)/python eval.py --config=configs/synthetic.py --workdir=$(DEMO_DIR) --split=test
 
 # Fast suite (what CI runs); slow benchmarks are marked `slow` and skipped here.
-test: install
+test: install-bench
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-test-all: install
+test-all: install-bench
 	$(BIN)/python -m pytest -q tests
+
+# JAX vs PyTorch train-step race at MOSEI shape (< 5 min on 2 CPU cores with --quick).
+bench: install-bench
+	$(BIN)/python benchmarks/train_step.py --quick
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache

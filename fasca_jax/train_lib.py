@@ -11,16 +11,13 @@ import os
 import shutil
 import signal
 import time
-from typing import Any
 
 from absl import logging
-import flax.struct
 import jax
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 
 from fasca_jax import config_io
@@ -29,23 +26,15 @@ from fasca_jax import input_pipeline
 from fasca_jax import metric_writer
 from fasca_jax import metrics as metrics_lib
 from fasca_jax import predictions
+from fasca_jax import steps
 from fasca_jax import tasks
 from fasca_jax.models import fasca_net
+from fasca_jax.steps import TrainState, make_optimizer
 
 HOST_KEYS = ('id',)  # batch fields that stay on the host.
 LATEST_DIR, BEST_DIR = 'checkpoints', 'best'
 CURVES_FILE = 'curves.png'
 SPLITS = {'train': 'train', 'valid': 'validation', 'test': 'test'}
-
-
-class TrainState(flax.struct.PyTreeNode):
-  """Everything a resumed run needs besides the data iterator."""
-  step: jax.Array
-  seed: jax.Array  # int32 config.seed, as data: one compiled step serves every seed of a sweep.
-  params: Any
-  opt_state: Any
-  nonfinite_count: jax.Array  # updates skipped because the loss was not finite.
-  first_nonfinite_step: jax.Array  # step of the first such update, -1 if none.
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -66,33 +55,9 @@ def check_batch_size(batch_size: int, name: str):
         f'use a multiple of {n}.')
 
 
-def make_optimizer(config, total_steps: int, steps_per_epoch: int):
-  """AdamW with linear warm-up, cosine decay and global-norm clipping -> (tx, schedule)."""
-  o = config.optimizer
-  warmup = min(int(o.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=o.lr, warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1), end_value=o.lr * o.min_lr_ratio)
-  return optax.chain(
-      optax.clip_by_global_norm(o.grad_clip_norm),
-      optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)), schedule
-
-
 def _device_fields(batch):
   """The fields that go to devices: features, masks, targets, valid (not ids or lengths)."""
   return {k: v for k, v in batch.items() if k not in HOST_KEYS and not k.endswith('_len')}
-
-
-def _inputs(config, batch):
-  return ({m: batch[m] for m in config.modalities},
-          {m: batch[f'{m}_mask'] for m in config.modalities})
-
-
-def dummy_batch(config, batch_size: int):
-  """Zero inputs with the configured shapes, for initialisation."""
-  return ({m: np.zeros((batch_size, config.max_len[m], config.dims[m]), np.float32)
-           for m in config.modalities},
-          {m: np.ones((batch_size, config.max_len[m]), bool) for m in config.modalities})
 
 
 class Trainer:
@@ -115,11 +80,7 @@ class Trainer:
 
   # --- state -------------------------------------------------------------------------------
   def _init(self, seed):
-    inputs, masks = dummy_batch(self.config, 2)
-    rng = jax.random.fold_in(jax.random.key(seed), 0)
-    params = self.model.init({'params': rng}, inputs, masks, train=False)['params']
-    return TrainState(step=np.int32(0), seed=seed, params=params, opt_state=self.tx.init(params),
-                      nonfinite_count=np.int32(0), first_nonfinite_step=np.int32(-1))
+    return steps.init_state(self.model, self.tx, self.config, seed)
 
   def init_state(self, seed: int | None = None) -> TrainState:
     """Fresh state for `seed` (default config.seed); compiled once for all seeds."""
@@ -132,38 +93,10 @@ class Trainer:
 
   # --- steps -------------------------------------------------------------------------------
   def _loss(self, params, batch, rng, train: bool):
-    c = self.config
-    inputs, masks = _inputs(c, batch)
-    outputs, _ = self.model.apply({'params': params}, inputs, masks, train=train,
-                                  rngs={'dropout': rng} if train else {})
-    target, valid = batch[c.target_key], batch['valid']
-    per_example = tasks.per_example_loss(c.task, outputs['main'], target)
-    loss = tasks.masked_mean(per_example, valid)
-    aux = [tasks.masked_mean(tasks.per_example_loss(c.task, y, target), valid)
-           for k, y in outputs.items() if k.startswith('aux_')]
-    if aux and c.aux_loss_weight:
-      loss = loss + c.aux_loss_weight * sum(aux) / len(aux)
-    return loss, (outputs['main'], per_example)
+    return steps.loss_fn(self.model, self.config, params, batch, rng, train)
 
   def _train_step(self, state: TrainState, batch):
-    """One AdamW step; a non-finite loss leaves the state unchanged and is counted."""
-    rng = jax.random.fold_in(jax.random.key(state.seed), state.step)
-    (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(
-        state.params, batch, rng, True)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    finite = jax.numpy.isfinite(loss) & jax.numpy.isfinite(optax.global_norm(grads))
-    keep = lambda new, old: jax.tree.map(lambda a, b: jax.numpy.where(finite, a, b), new, old)
-    new_state = TrainState(
-        step=state.step + 1,
-        seed=state.seed,
-        params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state),
-        nonfinite_count=state.nonfinite_count + (~finite).astype(jax.numpy.int32),
-        first_nonfinite_step=jax.numpy.where(
-            (state.first_nonfinite_step < 0) & ~finite, state.step, state.first_nonfinite_step))
-    return new_state, {'loss': loss, 'grad_norm': optax.global_norm(grads),
-                       'lr': self.schedule(state.step)}
+    return steps.train_step(self.model, self.tx, self.schedule, self.config, state, batch)
 
   def _eval_step(self, params, batch):
     _, (y, per_example) = self._loss(params, batch, None, False)

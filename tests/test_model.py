@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -182,3 +183,20 @@ def test_resample_linear_interpolation_by_hand():
   x = jnp.asarray([[[1.0], [0.0], [3.0], [6.0], [9.0]]])
   out = alignment.resample_to(x, _masks_from_lengths([4], 5), _masks_from_lengths([2], 3))
   np.testing.assert_allclose(out[0, :, 0], [1, 0, 9], atol=1e-5)
+
+
+@pytest.mark.parametrize('width', [3, 4])
+def test_depthwise_time_conv_is_the_grouped_conv(width):
+  """Same parameters (names, shapes, initial values), outputs and input gradients as nn.Conv."""
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 1, 7, 6)), jnp.float32)
+  ours = alignment.DepthwiseTimeConv(width)
+  grouped = nn.Conv(6, (1, width), feature_group_count=6)
+  variables = ours.init(jax.random.key(3), x)
+  reference = grouped.init(jax.random.key(3), x)
+  jax.tree.map(np.testing.assert_array_equal, variables, reference)
+  variables = jax.tree.map(lambda p: p + 0.3, variables)  # a non-zero bias too.
+  np.testing.assert_allclose(ours.apply(variables, x), grouped.apply(variables, x), atol=1e-6)
+  loss = lambda f: lambda v, a: (f.apply(v, a) ** 2).sum()
+  got = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
+  want = jax.grad(loss(grouped), argnums=(0, 1))(variables, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)

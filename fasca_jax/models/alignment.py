@@ -53,6 +53,30 @@ def resample_to(x, x_mask, ref_mask):
   return jnp.einsum('brx,bxd->brd', w.astype(x.dtype), x)
 
 
+class DepthwiseTimeConv(nn.Module):
+  """Depthwise convolution along time with 'SAME' padding, as `width` shifted multiply-adds.
+
+  Same parameters (kernel (1, width, 1, C), bias (C,), same initialisers) and outputs as
+  `nn.Conv(C, (1, width), feature_group_count=C)`. XLA:CPU runs grouped convolutions slowly and
+  computes their kernel gradient as a dense (C x C) convolution; written as shifts the op and its
+  gradients are cheap elementwise work (see the Performance section of the README).
+  """
+  width: int = 3
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    """x: (B, 1, T, C) -> (B, 1, T, C)."""
+    t, c = x.shape[-2:]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (1, self.width, 1, c))
+    bias = self.param('bias', nn.initializers.zeros, (c,))
+    kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
+    left = (self.width - 1) // 2
+    padded = jnp.pad(x.astype(self.dtype),
+                     ((0, 0), (0, 0), (left, self.width - 1 - left), (0, 0)))  # (B, 1, T+w-1, C)
+    return sum(padded[:, :, j:j + t] * kernel[0, j, 0] for j in range(self.width)) + bias
+
+
 class ChannelAttention(nn.Module):
   """'Transposed' attention across channels with a learned per-head temperature.
 
@@ -69,7 +93,7 @@ class ChannelAttention(nn.Module):
     if c % self.num_heads:
       raise ValueError(f'd_align={c} is not divisible by bfa_heads={self.num_heads}')
     qkv = nn.Conv(3 * c, (1, 1), dtype=self.dtype, name='qkv')(x)
-    qkv = nn.Conv(3 * c, (1, 3), feature_group_count=3 * c, dtype=self.dtype, name='qkv_dw')(qkv)
+    qkv = DepthwiseTimeConv(3, self.dtype, name='qkv_dw')(qkv)
     q, k, v = (a.reshape(b, t, self.num_heads, c // self.num_heads) for a in jnp.split(qkv, 3, -1))
     q = q / (jnp.linalg.norm(q, axis=1, keepdims=True) + 1e-6)
     k = k / (jnp.linalg.norm(k, axis=1, keepdims=True) + 1e-6)
@@ -90,8 +114,7 @@ class GatedFFN(nn.Module):
     """x: (B, 1, T, C) -> (B, 1, T, C)."""
     c = x.shape[-1]
     h = nn.Conv(2 * self.mult * c, (1, 1), dtype=self.dtype, name='up')(x)
-    h = nn.Conv(2 * self.mult * c, (1, 3), feature_group_count=2 * self.mult * c,
-                dtype=self.dtype, name='dw')(h)
+    h = DepthwiseTimeConv(3, self.dtype, name='dw')(h)
     a, g = jnp.split(h, 2, -1)
     return nn.Conv(c, (1, 1), dtype=self.dtype, name='down')(nn.gelu(a) * g)
 

@@ -4,7 +4,6 @@ from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-import ml_collections
 
 from fasca_jax.models import alignment
 from fasca_jax.models import fusion
@@ -97,8 +96,12 @@ class FascaNet(nn.Module):
     return outputs, intermediates
 
 
-def build(config: ml_collections.ConfigDict) -> FascaNet:
-  """Builds the model named by the config (`config.model`, `config.modalities`, `config.task`)."""
+def build(config) -> FascaNet:
+  """Builds the model named by the config (`config.model`, `config.modalities`, `config.task`).
+
+  `config` is an `ml_collections.ConfigDict` (configs/default.py); this module does not import
+  ml_collections, so the model also loads where only JAX and Flax are installed.
+  """
   m = config.model
   return FascaNet(
       modalities=tuple(config.modalities), task=config.task, num_classes=config.num_classes,

@@ -1,0 +1,105 @@
+"""The training state, optimizer, loss and train step, apart from data, checkpoints and logging.
+
+Imports only JAX, Flax (through the model) and Optax, so `benchmarks/train_step.py` times exactly
+the step `train_lib.Trainer` runs, also on machines without grain, TFDS or Orbax.
+
+`config` is the run config (configs/default.py); the fields read here are `modalities`, `dims`,
+`max_len`, `task`, `target_key`, `aux_loss_weight` and `optimizer.*` (the seed is in the
+state).
+"""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fasca_jax import tasks
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a resumed run needs besides the data iterator."""
+  step: jax.Array
+  seed: jax.Array  # int32 config.seed, as data: one compiled step serves every seed of a sweep.
+  params: Any
+  opt_state: Any
+  nonfinite_count: jax.Array  # updates skipped because the loss was not finite.
+  first_nonfinite_step: jax.Array  # step of the first such update, -1 if none.
+
+
+def make_optimizer(config, total_steps: int, steps_per_epoch: int):
+  """AdamW with linear warm-up, cosine decay and global-norm clipping -> (tx, schedule)."""
+  o = config.optimizer
+  warmup = min(int(o.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=o.lr, warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1), end_value=o.lr * o.min_lr_ratio)
+  return optax.chain(
+      optax.clip_by_global_norm(o.grad_clip_norm),
+      optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)), schedule
+
+
+def model_inputs(config, batch):
+  """batch -> (inputs, masks): modality -> (B, T_m, D_m) and modality -> (B, T_m) bool."""
+  return ({m: batch[m] for m in config.modalities},
+          {m: batch[f'{m}_mask'] for m in config.modalities})
+
+
+def dummy_batch(config, batch_size: int):
+  """Zero inputs with the configured shapes, for initialisation."""
+  return ({m: np.zeros((batch_size, config.max_len[m], config.dims[m]), np.float32)
+           for m in config.modalities},
+          {m: np.ones((batch_size, config.max_len[m]), bool) for m in config.modalities})
+
+
+def init_state(model, tx, config, seed) -> TrainState:
+  """Float32 parameters of `model` and the optimizer state, at step 0.  seed: () int32."""
+  inputs, masks = dummy_batch(config, 2)
+  rng = jax.random.fold_in(jax.random.key(seed), 0)
+  params = model.init({'params': rng}, inputs, masks, train=False)['params']
+  return TrainState(step=np.int32(0), seed=seed, params=params, opt_state=tx.init(params),
+                    nonfinite_count=np.int32(0), first_nonfinite_step=np.int32(-1))
+
+
+def loss_fn(model, config, params, batch, rng, train: bool):
+  """Masked mean task loss (+ weighted aux-head losses) -> (loss, (main output, per-example)).
+
+  The loss is float32 whatever `model.dtype` computes in (the heads cast their outputs).
+  """
+  inputs, masks = model_inputs(config, batch)
+  outputs, _ = model.apply({'params': params}, inputs, masks, train=train,
+                           rngs={'dropout': rng} if train else {})
+  target, valid = batch[config.target_key], batch['valid']
+  per_example = tasks.per_example_loss(config.task, outputs['main'], target)
+  loss = tasks.masked_mean(per_example, valid)
+  aux = [tasks.masked_mean(tasks.per_example_loss(config.task, y, target), valid)
+         for k, y in outputs.items() if k.startswith('aux_')]
+  if aux and config.aux_loss_weight:
+    loss = loss + config.aux_loss_weight * sum(aux) / len(aux)
+  return loss, (outputs['main'], per_example)
+
+
+def train_step(model, tx, schedule, config, state: TrainState, batch):
+  """One AdamW step; a non-finite loss leaves the state unchanged and is counted.
+
+  Returns the new state and {'loss', 'grad_norm', 'lr'} scalars.
+  """
+  rng = jax.random.fold_in(jax.random.key(state.seed), state.step)
+  (loss, _), grads = jax.value_and_grad(
+      lambda p: loss_fn(model, config, p, batch, rng, True), has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  new_state = TrainState(
+      step=state.step + 1,
+      seed=state.seed,
+      params=keep(params, state.params),
+      opt_state=keep(opt_state, state.opt_state),
+      nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
+      first_nonfinite_step=jnp.where(
+          (state.first_nonfinite_step < 0) & ~finite, state.step, state.first_nonfinite_step))
+  return new_state, {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(state.step)}

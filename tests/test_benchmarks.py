@@ -1,0 +1,75 @@
+"""benchmarks/train_step.py without the timing: configs without ml_collections, case selection,
+the MOSEI-shaped dataset behind the input-pipeline rate."""
+
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import config_shim
+from benchmarks import train_step
+from configs import default
+from fasca_jax import input_pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_configs_load_the_same_without_ml_collections(monkeypatch):
+  """The stand-in gives configs/default.py exactly the values ml_collections gives it."""
+  monkeypatch.setitem(sys.modules, 'ml_collections', config_shim.types.SimpleNamespace(
+      ConfigDict=config_shim.AttrDict))
+  spec = importlib.util.spec_from_file_location(
+      'default_without_ml_collections', os.path.join(REPO, 'configs', 'default.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  shimmed = module.get_config()
+  assert isinstance(shimmed, config_shim.AttrDict)
+  assert shimmed.to_dict() == default.get_config().to_dict()
+  assert shimmed.model.dilations.audio == 2 and dict(shimmed.model.dilations) == {
+      'audio': 2, 'vision': 1}
+  shimmed.model.d_model = 8
+  assert shimmed['model']['d_model'] == 8
+  with pytest.raises(AttributeError):
+    _ = shimmed.no_such_field
+
+
+def test_case_selection():
+  assert train_step.parse_args(['--quick']).pairs == [
+      ('aligned', 32), ('aligned', 128), ('unaligned', 32)]
+  assert train_step.parse_args([]).pairs == [
+      ('aligned', 32), ('aligned', 128), ('unaligned', 32), ('unaligned', 128)]
+  args = train_step.parse_args(['--quick', '--cases=unaligned', '--batch_sizes=8,16'])
+  assert args.pairs == [('unaligned', 8), ('unaligned', 16)] and args.rounds == 2
+  with pytest.raises(SystemExit):
+    train_step.parse_args(['--cases=aligned,misaligned'])
+
+
+def test_case_configs_have_mosei_shapes():
+  for case, lengths in (('aligned', (50, 50, 50)), ('unaligned', (50, 500, 500))):
+    config = train_step.case_config(case, 32)
+    assert (config.dims.text, config.dims.audio, config.dims.vision) == (768, 74, 35)
+    assert (config.max_len.text, config.max_len.audio, config.max_len.vision) == lengths
+    batch = train_step.random_batch(config, 3)
+    assert batch['audio'].shape == (3, lengths[1], 74)
+    assert batch['audio_mask'].shape == (3, lengths[1])
+    assert batch['text_mask'].any(1).all() and not batch['audio_mask'].all()
+
+
+def test_pipeline_dataset_is_mosei_shaped(tmp_path, monkeypatch):
+  """The pickle goes through the real cmu_mosei builder; make_batches reads MOSEI-shaped rows."""
+  monkeypatch.setattr(train_step, 'PIPELINE_EXAMPLES', {'train': 6, 'valid': 2, 'test': 2})
+  monkeypatch.setattr(train_step, 'PIPELINE_BATCH', 4)
+  args = train_step.parse_args(['--quick', f'--data_dir={tmp_path}'])
+  rate = train_step.pipeline_rate('unaligned', args, print)
+  assert rate > 0
+  config = train_step.case_config('unaligned', 4)
+  config.data_dir = str(tmp_path / 'tfds')
+  builder = input_pipeline.get_builder(config)
+  assert builder.info.splits['train'].num_examples == 6
+  batch = next(input_pipeline.make_batches(config, 'train', train=True, global_batch_size=4,
+                                           seed=0, process_index=0, process_count=1))
+  assert batch['text'].shape == (4, 50, 768) and batch['vision'].shape == (4, 500, 35)
+  lengths = batch['audio_mask'].sum(1)
+  assert np.all((lengths >= 100) & (lengths <= 500)) and np.all(batch['audio_len'] == lengths)

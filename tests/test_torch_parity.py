@@ -1,0 +1,172 @@
+"""The PyTorch twin (benchmarks/torch_reference.py) computes what the Flax model computes.
+
+Same parameters (copied by `load_flax_params`), same inputs with variable lengths: outputs,
+loss gradients and optimizer updates agree, so benchmarks/train_step.py races equals.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip(
+    'torch', reason='PyTorch is not installed (pip install -r requirements-bench.txt)')
+
+from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+from configs import default  # pylint: disable=g-import-not-at-top
+from fasca_jax import steps  # pylint: disable=g-import-not-at-top
+from fasca_jax.models import fasca_net  # pylint: disable=g-import-not-at-top
+
+BATCH = 4
+OUTPUT_ATOL = 1e-4
+GRAD_RTOL = 1e-4
+TASKS = [('regression', 1), ('classification', 3), ('iemocap', 1)]
+
+
+def tiny_config(task='regression', num_classes=1, deform_method='auto'):
+  """configs/default.py shrunk: tiny widths and lengths, all three modalities, dropout off."""
+  config = default.get_config()
+  config.dims.update({'text': 12, 'audio': 5, 'vision': 7})
+  config.max_len.update({'text': 6, 'audio': 15, 'vision': 9})
+  config.model.update(d_model=8, num_heads=2, ffn_mult=2, d_align=4, bfa_heads=2, num_bfa=2,
+                      head_hidden=8, dropout=0.0, deform_method=deform_method, aux_heads=True)
+  config.task, config.num_classes = task, num_classes
+  config.target_key = 'label' if task != 'regression' else 'regression'
+  return config
+
+
+def make_batch(config, seed=0):
+  """NumPy batch with variable lengths (one example has a single real step per modality)."""
+  rng = np.random.default_rng(seed)
+  batch = {'valid': np.array([True] * (BATCH - 1) + [False])}
+  for m in config.modalities:
+    t = config.max_len[m]
+    lengths = np.concatenate([[1], rng.integers(2, t + 1, size=BATCH - 1)])
+    batch[m] = rng.normal(size=(BATCH, t, config.dims[m])).astype(np.float32)
+    batch[f'{m}_mask'] = np.arange(t)[None, :] < lengths[:, None]
+  batch['regression'] = rng.uniform(-3, 3, BATCH).astype(np.float32)
+  batch['label'] = (rng.integers(0, 2, (BATCH, 4)) if config.task == 'iemocap'
+                    else rng.integers(0, config.num_classes, BATCH)).astype(np.int32)
+  return batch
+
+
+@functools.lru_cache(maxsize=None)
+def flax_params(task, num_classes):
+  """Initialised parameters; the zero-initialised offset/mask convs get weights so that the
+  deformable conv samples at real fractional offsets with non-trivial tap masks."""
+  config = tiny_config(task, num_classes)
+  batch = make_batch(config)
+  model = fasca_net.build(config)
+  params = model.init(jax.random.key(0), *steps.model_inputs(config, batch), train=False)['params']
+  rng = np.random.default_rng(1)
+
+  def perturb(path, p):
+    if any(getattr(k, 'key', None) in ('offsets', 'mask') for k in path):
+      return p + jnp.asarray(rng.normal(scale=0.5, size=p.shape), p.dtype)
+    return p
+
+  return jax.tree_util.tree_map_with_path(perturb, params)
+
+
+def torch_model(config, params):
+  return torch_reference.load_flax_params(torch_reference.build(config), params).eval()
+
+
+def torch_batch(batch):
+  return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+def jax_loss(config, params, batch):
+  """The training loss of train_lib (steps.loss_fn), without dropout."""
+  return steps.loss_fn(fasca_net.build(config), config, params, batch, None, False)[0]
+
+
+@pytest.mark.parametrize('task,num_classes,deform_method', [
+    ('regression', 1, 'gather'), ('regression', 1, 'interp'), ('classification', 3, 'auto'),
+    ('iemocap', 1, 'auto')])
+def test_outputs_match(task, num_classes, deform_method):
+  """Main and auxiliary heads, and FAR's offsets and tap masks (train=False, i.e. no dropout)."""
+  config = tiny_config(task, num_classes, deform_method)
+  params = flax_params(task, num_classes)
+  batch = make_batch(config, seed=2)
+  apply = jax.jit(functools.partial(fasca_net.build(config).apply, train=False))
+  outputs, inter = apply({'params': params}, *steps.model_inputs(config, batch))
+  offsets = np.asarray(inter['audio_far']['offsets'])
+  assert np.abs(offsets - np.round(offsets)).max() > 0.1  # sampling really is fractional.
+  with torch.no_grad():
+    expected, expected_inter = torch_model(config, params)(*steps.model_inputs(config, torch_batch(batch)))
+  assert sorted(outputs) == sorted(expected) == ['aux_audio', 'aux_text', 'aux_vision', 'main']
+  for name, y in outputs.items():
+    assert y.shape == expected[name].shape, name
+    np.testing.assert_allclose(np.asarray(y), expected[name].numpy(), rtol=0, atol=OUTPUT_ATOL,
+                               err_msg=name)
+  assert sorted(expected_inter) == ['audio_far', 'vision_far']
+  for pair, far in expected_inter.items():
+    for name, value in far.items():  # Flax (B, 1, T, .) vs torch (B, T, .).
+      np.testing.assert_allclose(np.asarray(inter[pair][name])[:, 0], value.numpy(), rtol=0,
+                                 atol=OUTPUT_ATOL, err_msg=f'{pair}/{name}')
+
+
+@pytest.mark.parametrize('task,num_classes', TASKS)
+def test_loss_gradients_match(task, num_classes):
+  config = tiny_config(task, num_classes)
+  config.aux_loss_weight = 0.5  # the auxiliary heads get gradients too.
+  params = flax_params(task, num_classes)
+  batch = make_batch(config, seed=3)
+  loss, grads = jax.jit(jax.value_and_grad(functools.partial(jax_loss, config)))(params, batch)
+  model = torch_model(config, params)
+  torch_loss = torch_reference.loss_fn(config, model, torch_batch(batch))
+  torch_loss.backward()
+  np.testing.assert_allclose(float(loss), torch_loss.item(), rtol=1e-5)
+  expected = torch_reference.flax_to_torch(model, grads)  # JAX gradients in torch layout.
+  scale = max(g.abs().max().item() for g in expected.values())
+  for name, p in model.named_parameters():
+    got = p.grad if p.grad is not None else torch.zeros_like(p)
+    if name.endswith('attn.key.bias'):
+      # Softmax ignores a shift shared by all keys: both gradients are rounding noise around 0.
+      assert got.abs().max().item() <= 1e-6 * scale
+      assert expected[name].abs().max().item() <= 1e-6 * scale
+      continue
+    err = (got - expected[name]).abs().max().item()
+    assert err <= GRAD_RTOL * expected[name].abs().max().item(), name
+
+
+def test_optimizer_steps_match():
+  """AdamW + warm-up/cosine schedule + global-norm clipping: same updates from same gradients."""
+  config = tiny_config()
+  config.optimizer.update(lr=1e-2, warmup_epochs=1.0, grad_clip_norm=0.5)
+  total_steps, steps_per_epoch = 6, 2
+  params = flax_params('regression', 1)
+  model = torch_model(config, params)
+  opt, sched = torch_reference.make_optimizer(config, model, total_steps, steps_per_epoch)
+  tx, _ = steps.make_optimizer(config, total_steps, steps_per_epoch)
+  opt_state = tx.init(params)
+  update = jax.jit(tx.update)
+  rng = np.random.default_rng(4)
+  for _ in range(total_steps):
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+    updates, opt_state = update(grads, opt_state, params)
+    params = jax.tree.map(lambda p, u: p + u, params, updates)
+    for name, g in torch_reference.flax_to_torch(model, grads).items():
+      model.get_parameter(name).grad = g
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip_norm)
+    opt.step()
+    sched.step()
+  expected = torch_reference.flax_to_torch(model, params)
+  for name, p in model.named_parameters():
+    np.testing.assert_allclose(p.detach().numpy(), expected[name].numpy(), rtol=1e-5, atol=1e-6,
+                               err_msg=name)
+
+
+def test_load_rejects_a_different_architecture():
+  params = flax_params('regression', 1)
+  other = tiny_config()
+  other.model.d_align = 6
+  with pytest.raises(ValueError, match='shape'):
+    torch_reference.load_flax_params(torch_reference.build(other), params)
+  other = tiny_config()
+  other.model.num_bfa = 1
+  with pytest.raises(ValueError, match='flax-only'):
+    torch_reference.load_flax_params(torch_reference.build(other), params)
