@@ -21,6 +21,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from fasca_jax import steps
 from fasca_jax import train_lib
 from fasca_jax.models import fasca_net
 
@@ -87,7 +88,7 @@ def variants(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 def count_params(config: ml_collections.ConfigDict) -> int:
   """Number of model parameters under `config` (shapes only; nothing is computed)."""
   model = fasca_net.build(config)
-  inputs, masks = train_lib.dummy_batch(config, 1)
+  inputs, masks = steps.dummy_batch(config, 1)
   shapes = jax.eval_shape(lambda k: model.init(k, inputs, masks, train=False), jax.random.key(0))
   return sum(x.size for x in jax.tree.leaves(shapes['params']))
 

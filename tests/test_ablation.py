@@ -14,6 +14,7 @@ from configs import synthetic
 from fasca_jax import ablation
 from fasca_jax import config_io
 from fasca_jax import input_pipeline
+from fasca_jax import steps
 from fasca_jax import train_lib
 from fasca_jax.models import fasca_net
 
@@ -29,7 +30,7 @@ def tiny(task='regression', num_classes=1, aux_heads=False):
 def traced(config):
   """(main output shape, intermediates, parameters) of the model `config` builds, as shapes."""
   model = fasca_net.build(config)
-  inputs, masks = train_lib.dummy_batch(config, 2)
+  inputs, masks = steps.dummy_batch(config, 2)
   (out, inter), variables = jax.eval_shape(
       lambda k: model.init_with_output(k, inputs, masks, train=False), jax.random.key(0))
   return out['main'].shape, inter, variables['params']
