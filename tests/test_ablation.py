@@ -15,7 +15,6 @@ from fasca_jax import ablation
 from fasca_jax import config_io
 from fasca_jax import input_pipeline
 from fasca_jax import steps
-from fasca_jax import train_lib
 from fasca_jax.models import fasca_net
 
 
