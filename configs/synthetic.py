@@ -29,7 +29,7 @@ def get_config(arg=None):
   config.model.dropout = 0.2
   config.optimizer.lr = 1e-3
   config.optimizer.weight_decay = 1e-2  # with dropout 0.2: without them the model memorises.
-  config.num_epochs = 5  # 1250 steps
+  config.num_epochs = 8  # 2000 steps
   config.batch_size = 32
   config.log_every_steps = 50
   if arg == 'tiny':
