@@ -31,9 +31,9 @@ demo: install
 	$(BIN)/python train.py --config=configs/synthetic.py --workdir=$(DEMO_DIR)
 	$(BIN)/python eval.py --config=configs/synthetic.py --workdir=$(DEMO_DIR) --split=test
 
-# Fast suite (what CI runs); slow benchmarks are marked `slow` and skipped here.
+# Fast suite (what CI runs), two test files at a time; slow benchmarks are marked `slow`.
 test: install-bench
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 test-all: install-bench
 	$(BIN)/python -m pytest -q tests
