@@ -16,6 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from fasca_jax import ablation
+from fasca_jax import cli
 from fasca_jax import distributed
 from fasca_jax import train_lib
 
@@ -38,4 +39,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

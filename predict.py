@@ -25,6 +25,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from data_prep.features.media import MediaError
+from fasca_jax import cli
 from fasca_jax import predictor as predictor_lib
 from fasca_jax import train_lib
 
@@ -75,4 +76,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

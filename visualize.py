@@ -17,6 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from fasca_jax import alignment_plots
+from fasca_jax import cli
 from fasca_jax import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -42,4 +43,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
