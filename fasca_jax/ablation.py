@@ -93,14 +93,6 @@ def count_params(config: ml_collections.ConfigDict) -> int:
   return sum(x.size for x in jax.tree.leaves(shapes['params']))
 
 
-def _read_results(workdir: str) -> dict:
-  path = os.path.join(workdir, 'results.json')
-  if not os.path.isfile(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
 def run(config: ml_collections.ConfigDict, workdir: str,
         names: Sequence[str] | None = None) -> dict:
   """Trains and evaluates each variant into workdir/<variant>/ and writes the ablation table.
@@ -117,13 +109,13 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   table = {}
   for v, variant_config in configs.items():
     run_dir = os.path.join(workdir, v)
-    if 'test' in _read_results(run_dir):
+    if 'test' in train_lib.read_results(run_dir):
       logging.info('Ablation %s: reusing %s/results.json.', v, run_dir)
     else:
       logging.info('Ablation %s: training into %s.', v, run_dir)
       if not train_lib.train_and_evaluate(variant_config, run_dir):
         return {}  # stopped by SIGTERM: the same command resumes.
-    results = _read_results(run_dir)  # one source (metrics in its sorted order), fresh or reused
+    results = train_lib.read_results(run_dir)  # one source, fresh or reused
     table[v] = {'params': count_params(variant_config),
                 **{s: results[s] for s in ('valid', 'test') if s in results}}
   if jax.process_index() == 0:

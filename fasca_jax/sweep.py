@@ -9,7 +9,6 @@ finished seed is skipped, an interrupted one resumes from its checkpoint. All se
 Trainer, so the model is compiled once.
 """
 
-import json
 import os
 
 from absl import logging
@@ -49,9 +48,8 @@ def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.
 
 def is_finished(run_dir: str, total_steps: int) -> bool:
   """True when the run in `run_dir` trained all `total_steps` and wrote its final results."""
+  results = train_lib.read_results(run_dir)
   try:
-    with open(os.path.join(run_dir, 'results.json')) as f:
-      results = json.load(f)
     steps = [int(d) for d in os.listdir(os.path.join(run_dir, train_lib.LATEST_DIR))
              if d.isdigit()]
   except FileNotFoundError:
@@ -75,8 +73,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     single, run_dir = seed_config(config, seed), seed_dir(workdir, seed)
     if is_finished(run_dir, total_steps):
       logging.info('Seed %d (%d/%d): finished in %s, skipped.', seed, i, len(seeds), run_dir)
-      with open(os.path.join(run_dir, 'results.json')) as f:
-        results = json.load(f)
+      results = train_lib.read_results(run_dir)
     else:
       logging.info('Seed %d (%d/%d): training in %s.', seed, i, len(seeds), run_dir)
       trainer = trainer or train_lib.make_trainer(single)

@@ -33,7 +33,7 @@ from fasca_jax.steps import TrainState, make_optimizer
 
 HOST_KEYS = ('id',)  # batch fields that stay on the host.
 LATEST_DIR, BEST_DIR = 'checkpoints', 'best'
-CURVES_FILE = 'curves.png'
+CURVES_FILE, RESULTS_FILE = 'curves.png', 'results.json'
 SPLITS = {'train': 'train', 'valid': 'validation', 'test': 'test'}
 
 
@@ -225,17 +225,21 @@ def _check_workdir(workdir: str, needed_bytes: int):
                   f'{needed_bytes / 2**20:.1f} MiB. Free some space or choose another --workdir.')
 
 
+def read_results(workdir: str) -> dict:
+  """workdir/results.json (split -> metric -> value), or {} when the run has none yet."""
+  path = os.path.join(workdir, RESULTS_FILE)
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
 def _write_results(workdir: str, results: dict):
   """Merges split -> metric -> value into workdir/results.json (process 0 only)."""
   if jax.process_index():
     return
-  path = os.path.join(workdir, 'results.json')
-  merged = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      merged = json.load(f)
-  merged.update(results)
-  with open(path, 'w') as f:
+  merged = {**read_results(workdir), **results}
+  with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
     json.dump(merged, f, indent=2)  # metrics in the order the task computes them.
 
 
