@@ -35,6 +35,8 @@ def get_config():
   config.model.ffn_mult = 4
   config.model.dropout = 0.1
   config.model.attn_dropout = 0.0
+  # 'dense', 'chunked' or 'auto' (chunked on CPU for long maps): fasca_jax/ops/attention.py.
+  config.model.attention = 'auto'
   config.model.use_fusion = True
   config.model.d_align = 64
   config.model.align_pairs = ('audio', 'vision')

@@ -28,6 +28,7 @@ class FascaNet(nn.Module):
   ffn_mult: int = 4
   dropout: float = 0.1
   attn_dropout: float = 0.0
+  attention: str = 'auto'
   use_fusion: bool = True
   d_align: int = 64
   align_pairs: Sequence[str] = ('audio', 'vision')
@@ -76,7 +77,7 @@ class FascaNet(nn.Module):
       for i in range(self.num_fusion_layers):  # the last layer's weights are kept.
         xs, intermediates['cross_attention'] = fusion.TriModalFusion(
             self.d_model, self.num_heads, self.ffn_mult, self.dropout, self.attn_dropout,
-            self.dtype, name=f'fusion_{i}')(xs, ms, train=train)
+            self.dtype, self.attention, name=f'fusion_{i}')(xs, ms, train=train)
     dilations = dict(self.dilations or {})
     pooled = []
     for p in self.pairs():
@@ -107,6 +108,7 @@ def build(config) -> FascaNet:
       modalities=tuple(config.modalities), task=config.task, num_classes=config.num_classes,
       d_model=m.d_model, num_heads=m.num_heads, num_fusion_layers=m.num_fusion_layers,
       ffn_mult=m.ffn_mult, dropout=m.dropout, attn_dropout=m.attn_dropout,
+      attention=m.get('attention', 'auto'),  # absent from runs saved before the option.
       use_fusion=m.use_fusion, d_align=m.d_align, align_pairs=tuple(m.align_pairs),
       dilations=dict(m.dilations), far_kernel=tuple(m.far_kernel), num_bfa=m.num_bfa,
       bfa_heads=m.bfa_heads, deform_method=m.deform_method, head_hidden=m.head_hidden,

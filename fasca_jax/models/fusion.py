@@ -17,13 +17,15 @@ class AttentionBlock(nn.Module):
   dropout: float = 0.0
   attn_dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  attention: str = 'auto'
 
   @nn.compact
   def __call__(self, q, kv, kv_mask, *, train: bool):
     """q: (B, Tq, D), kv: (B, Tk, D), kv_mask: (B, Tk) -> (B, Tq, D), weights (B, N, Tq, Tk)."""
     drop = nn.Dropout(self.dropout, deterministic=not train)
     a, weights = layers.MultiHeadAttention(
-        self.num_heads, self.attn_dropout, self.dtype, name='attn')(q, kv, kv_mask, train=train)
+        self.num_heads, self.attn_dropout, self.dtype, self.attention, name='attn')(
+            q, kv, kv_mask, train=train)
     h = nn.LayerNorm(dtype=self.dtype, name='ln_attn')(q + drop(a))
     f = layers.FeedForward(self.ffn_mult, self.dropout, self.dtype, name='ffn')(h, train=train)
     return nn.LayerNorm(dtype=self.dtype, name='ln_ffn')(h + drop(f)), weights
@@ -35,7 +37,8 @@ class TriModalFusion(nn.Module):
   Each modality m is projected to `d_model`; m attends (as query) to the time-concatenation of
   the other projected modalities (cross-modal block), then to itself (self-attention block); a
   Dense maps the result back to D_m and it is added to the input. With a single modality only
-  the self-attention block runs.
+  the self-attention block runs. `attention` is the attention implementation
+  (fasca_jax/ops/attention.py).
   """
   d_model: int
   num_heads: int
@@ -43,6 +46,7 @@ class TriModalFusion(nn.Module):
   dropout: float = 0.0
   attn_dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  attention: str = 'auto'
 
   @nn.compact
   def __call__(self, xs: Mapping[str, Any], masks: Mapping[str, Any], *, train: bool):
@@ -59,7 +63,8 @@ class TriModalFusion(nn.Module):
     """
     names = list(xs)
     block = lambda name: AttentionBlock(
-        self.num_heads, self.ffn_mult, self.dropout, self.attn_dropout, self.dtype, name=name)
+        self.num_heads, self.ffn_mult, self.dropout, self.attn_dropout, self.dtype,
+        self.attention, name=name)
     h = {m: nn.Dense(self.d_model, dtype=self.dtype, name=f'proj_{m}')(xs[m]) for m in names}
     outs, weights = {}, {}
     for m in names:

@@ -3,11 +3,11 @@
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from fasca_jax.ops import attention
+
 Dtype = Any
-NEG_INF = -1e9
 
 
 class MultiHeadAttention(nn.Module):
@@ -17,10 +17,13 @@ class MultiHeadAttention(nn.Module):
     num_heads: number of heads N; the width D must divide by N.
     dropout: dropout rate on the attention weights.
     dtype: computation dtype (parameters stay float32).
+    method: 'auto', 'dense' or 'chunked' (fasca_jax/ops/attention.py); dropout on the
+      weights runs 'dense'.
   """
   num_heads: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  method: str = 'auto'
 
   @nn.compact
   def __call__(self, q, kv, kv_mask, *, train: bool):
@@ -43,11 +46,13 @@ class MultiHeadAttention(nn.Module):
     qh = dense('query')(q)  # (B, Tq, N, H)
     kh = dense('key')(kv)  # (B, Tk, N, H)
     vh = dense('value')(kv)  # (B, Tk, N, H)
-    logits = jnp.einsum('bqnh,bknh->bnqk', qh, kh) / jnp.sqrt(qh.shape[-1]).astype(self.dtype)
-    logits = jnp.where(kv_mask[:, None, None, :], logits, NEG_INF)  # (B, N, Tq, Tk)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    dropped = nn.Dropout(self.dropout, deterministic=not train)(weights).astype(self.dtype)
-    ctx = jnp.einsum('bnqk,bknh->bqnh', dropped, vh)  # (B, Tq, N, H)
+    weights = attention.probabilities(qh, kh, kv_mask)  # (B, N, Tq, Tk)
+    if train and self.dropout > 0:
+      if self.method == 'chunked':
+        raise ValueError("attention method 'chunked' has no dropout on the weights; use 'dense'")
+      ctx = attention.weighted_values(nn.Dropout(self.dropout, deterministic=False)(weights), vh)
+    else:  # the weights are returned for inspection; XLA drops them where they are unused.
+      ctx = attention.dot_product_attention(qh, kh, vh, kv_mask, self.method)  # (B, Tq, N, H)
     out = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name='out')(ctx)
     return out, weights
 
