@@ -47,12 +47,14 @@ class MultiHeadAttention(nn.Module):
     kh = dense('key')(kv)  # (B, Tk, N, H)
     vh = dense('value')(kv)  # (B, Tk, N, H)
     weights = attention.probabilities(qh, kh, kv_mask)  # (B, N, Tq, Tk)
-    if train and self.dropout > 0:
-      if self.method == 'chunked':
-        raise ValueError("attention method 'chunked' has no dropout on the weights; use 'dense'")
-      ctx = attention.weighted_values(nn.Dropout(self.dropout, deterministic=False)(weights), vh)
-    else:  # the weights are returned for inspection; XLA drops them where they are unused.
-      ctx = attention.dot_product_attention(qh, kh, vh, kv_mask, self.method)  # (B, Tq, N, H)
+    dropping = train and self.dropout > 0
+    if dropping and self.method == 'chunked':
+      raise ValueError("attention method 'chunked' has no dropout on the weights; use 'dense'")
+    if dropping or attention.resolve_method(self.method, q.shape[1], kv.shape[1]) == 'dense':
+      dropped = nn.Dropout(self.dropout, deterministic=not train)(weights)
+      ctx = attention.weighted_values(dropped, vh)  # (B, Tq, N, H)
+    else:  # the weights are returned for inspection only; XLA drops them where unused.
+      ctx = attention.dot_product_attention(qh, kh, vh, kv_mask, 'chunked')
     out = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name='out')(ctx)
     return out, weights
 

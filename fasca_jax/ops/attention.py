@@ -28,7 +28,7 @@ import jax.numpy as jnp
 NEG_INF = -1e9
 METHODS = ('auto', 'dense', 'chunked')
 # Smallest Tq * Tk for which 'auto' chunks on CPU. At batch 32, 8 heads of 32, forward +
-# backward on 2 CPU cores, 'chunked' is 1.2-1.4x faster from 101 x 202 up to 501 x 552 and
+# backward on 2 CPU cores, 'chunked' is 1.1-1.4x faster from 101 x 202 up to 501 x 552 and
 # no faster at 51 x 102 (benchmarks/attention.py).
 AUTO_CHUNKED_MIN_MAP = 2**14
 # Bytes of one chunk's float32 (chunk, N, Tq, Tk) map that 'chunked' aims for (the largest
