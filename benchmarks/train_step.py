@@ -126,20 +126,24 @@ def init_params(config):
   return jax.device_get(init.compile(compiler_options=options)(seed).params)
 
 
-def jax_runner(config, params, np_batch):
-  """AOT-compiled train step on the default device -> (step fn, FLOPs/step, compile seconds)."""
+def step_fn(config):
+  """(optimizer, the un-jitted `steps.train_step` of config's model and optimizer)."""
   model = fasca_net.build(config)
   tx, schedule = steps.make_optimizer(config, TOTAL_STEPS, STEPS_PER_EPOCH)
+  return tx, functools.partial(steps.train_step, model, tx, schedule, config)
+
+
+def jax_runner(config, params, np_batch):
+  """AOT-compiled train step on the default device -> (step fn, FLOPs/step, compile seconds)."""
+  tx, train_step = step_fn(config)
   device = jax.devices()[0]
   state = jax.device_put(steps.TrainState(
       step=np.int32(0), seed=np.int32(config.seed), params=params, opt_state=tx.init(params),
       nonfinite_count=np.int32(0),
       first_nonfinite_step=np.int32(-1)), device)
   batch = jax.device_put(np_batch, device)
-  step = jax.jit(functools.partial(steps.train_step, model, tx, schedule, config),
-                 donate_argnums=(0,))
   t = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  compiled = jax.jit(train_step, donate_argnums=(0,)).lower(state, batch).compile()
   compile_s = time.perf_counter() - t
   holder = [state]
 
@@ -154,11 +158,7 @@ def model_flops(config, state, batch) -> float:
   """FLOPs of one train step: XLA's cost analysis of the step lowered with dense attention."""
   dense = copy.deepcopy(config)
   dense.model.attention = 'dense'
-  model = fasca_net.build(dense)
-  tx, schedule = steps.make_optimizer(dense, TOTAL_STEPS, STEPS_PER_EPOCH)
-  lowered = jax.jit(functools.partial(steps.train_step, model, tx, schedule, dense)).lower(
-      state, batch)
-  cost = lowered.cost_analysis()
+  cost = jax.jit(step_fn(dense)[1]).lower(state, batch).cost_analysis()
   return (cost[0] if isinstance(cost, (list, tuple)) else cost)['flops']
 
 
