@@ -5,24 +5,23 @@ r"""Evaluates the best checkpoint of a training run and prints the metric table.
       --split=test --predictions=pred.jsonl
 
 --predictions writes one JSON line per example (id, split, prediction, label and, for
-classification, class probabilities; `fasca_jax.predictions`), in dataset order; a relative
+classification, class probabilities; `fasca_jax.evaluation`), in dataset order; a relative
 path is relative to the current directory. For a seed sweep, evaluate one seed's run:
 --workdir=DIR/seed_<n>.
 """
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from fasca_jax import cli
-from fasca_jax import distributed
+from fasca_jax import evaluation
 from fasca_jax import metrics
-from fasca_jax import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
-_SPLIT = flags.DEFINE_multi_enum('split', ['test'], ['train', 'valid', 'test'], 'Split(s) to evaluate.')
+_SPLIT = flags.DEFINE_multi_enum('split', ['test'], ['train', 'valid', 'test'],
+                                 'Split(s) to evaluate.')
 _PREDICTIONS = flags.DEFINE_string('predictions', None,
                                    'Write per-example predictions of the split(s) to this JSONL '
                                    'file.')
@@ -30,12 +29,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  train_lib.setup_logging()
-  distributed.initialize()
-  results = train_lib.evaluate(_CONFIG.value, _WORKDIR.value, tuple(_SPLIT.value),
-                               predictions_path=_PREDICTIONS.value)
+  del argv
+  results = evaluation.evaluate_run(_CONFIG.value, _WORKDIR.value, tuple(_SPLIT.value),
+                                    predictions_path=_PREDICTIONS.value)
   print(metrics.format_table(results))
 
 

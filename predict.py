@@ -19,15 +19,13 @@ the clip as data_prep/features does, the text is encoded by the same MiniLM enco
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
 from data_prep.features.media import MediaError
 from fasca_jax import cli
-from fasca_jax import predictor as predictor_lib
-from fasca_jax import train_lib
+from fasca_jax import media_prediction
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (default: the run\'s own workdir/config.json).', lock_config=True)
@@ -49,21 +47,20 @@ flags.register_multi_flags_validator(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  train_lib.setup_logging()
+  del argv
   try:
-    predictor = predictor_lib.Predictor(_WORKDIR.value, _CONFIG.value, _TEXT_MODEL_DIR.value)
+    predictor = media_prediction.MediaPredictor(_WORKDIR.value, _CONFIG.value,
+                                                _TEXT_MODEL_DIR.value)
     if _VIDEO.value:
       if _TEXT.value is None:
         logging.warning('No --text: %s is predicted with empty text.', _VIDEO.value)
-      print(predictor_lib.format_result(predictor.predict(_VIDEO.value, _TEXT.value or '')))
+      print(media_prediction.format_result(predictor.predict(_VIDEO.value, _TEXT.value or '')))
       return
     if not os.path.isdir(_INPUT_DIR.value):
       raise FileNotFoundError(f'--input_dir {_INPUT_DIR.value} is not a folder')
     output = _OUTPUT.value or os.path.join(_INPUT_DIR.value, 'predictions.jsonl')
-    results, failed = predictor_lib.predict_folder(predictor, _INPUT_DIR.value, output)
-  except (predictor_lib.InputError, MediaError, FileNotFoundError) as e:
+    results, failed = media_prediction.predict_folder(predictor, _INPUT_DIR.value, output)
+  except (media_prediction.InputError, MediaError, FileNotFoundError) as e:
     raise SystemExit(f'predict.py: {e}') from e
   for r in results:
     print(f'{r["file"]}: ' + (r['prediction'] if 'prediction' in r

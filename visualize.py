@@ -12,13 +12,11 @@ given), runs the model on example --id of --split and writes into --workdir/alig
                              steps (last fusion layer, mean over heads).
 """
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from fasca_jax import alignment_plots
 from fasca_jax import cli
-from fasca_jax import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (default: the run\'s own workdir/config.json).', lock_config=True)
@@ -30,9 +28,7 @@ flags.mark_flags_as_required(['workdir', 'id'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  train_lib.setup_logging()
+  del argv
   try:
     paths = alignment_plots.write_plots(_WORKDIR.value, _ID.value, _SPLIT.value, _CONFIG.value,
                                         _OUT_DIR.value)

@@ -82,9 +82,10 @@ def pipeline_pass(data_dir: str):
   from fasca_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   config = mosei.get_config('unaligned')
   config.data_dir = data_dir
-  batches = input_pipeline.make_batches(config, 'train', train=True, global_batch_size=BATCH,
+  dataset = input_pipeline.open_dataset(config)
+  batches = input_pipeline.make_batches(dataset, 'train', train=True, global_batch_size=BATCH,
                                         seed=0, process_index=0, process_count=1)
-  count = input_pipeline.num_examples(config, 'train') // BATCH
+  count = dataset.num_examples('train') // BATCH
   for _ in range(count):
     batch = next(batches)
     assert batch['audio'].shape == (BATCH, 500, 74)

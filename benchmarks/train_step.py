@@ -7,7 +7,7 @@
 One step = forward + backward + global-norm clipping + AdamW, with the model and optimizer of
 `configs/mosei.py` (widths 768/74/35; 'aligned' lengths 50/50/50, 'unaligned' 50/500/500) and
 dropout on, on a fixed random batch whose real lengths vary in [T/5, T]. JAX runs
-`fasca_jax.steps.train_step` (the function `train_lib.Trainer` jits), compiled ahead of time
+`fasca_jax.steps.train_step` (the function `steps.JittedSteps` jits for `train_lib`), compiled ahead of time
 with the state donated; PyTorch runs `benchmarks/torch_reference.py` loaded with the same
 parameters (outputs and gradients match the Flax model: tests/test_torch_parity.py), eagerly and,
 with --torch_compile, under `torch.compile`.
@@ -34,8 +34,8 @@ builder), against the batches/s the JAX step consumes at batch 128 (goal: >= 5x)
 where grain/TFDS are not installed. The last line is `speedup_vs_torch=<ratio at batch 32
 aligned>` (eager torch).
 
-Needs only JAX, Flax, Optax and torch (+ grain/TFDS for the pipeline part): where
-`ml_collections` is missing, a minimal attribute-dict stand-in lets the configs load.
+Needs only JAX, Flax, Optax, ml_collections (pure Python) and torch (+ grain/TFDS for the
+pipeline part).
 """
 import argparse
 import collections
@@ -51,16 +51,13 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks import config_shim  # pylint: disable=g-import-not-at-top
-
-config_shim.install_if_missing()
-
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from configs import mosei  # pylint: disable=g-import-not-at-top
 from fasca_jax import steps  # pylint: disable=g-import-not-at-top
+from fasca_jax import tasks  # pylint: disable=g-import-not-at-top
 from fasca_jax.models import fasca_net  # pylint: disable=g-import-not-at-top
 
 CASES = ('aligned', 'unaligned')
@@ -130,7 +127,8 @@ def step_fn(config):
   """(optimizer, the un-jitted `steps.train_step` of config's model and optimizer)."""
   model = fasca_net.build(config)
   tx, schedule = steps.make_optimizer(config, TOTAL_STEPS, STEPS_PER_EPOCH)
-  return tx, functools.partial(steps.train_step, model, tx, schedule, config)
+  return tx, functools.partial(steps.train_step, model, tasks.from_config(config), tx, schedule,
+                               config)
 
 
 def jax_runner(config, params, np_batch):
@@ -270,8 +268,8 @@ def pipeline_rate(case: str, args, log):
   log(f'input pipeline {case}: {config.dataset.name}/{config.dataset.config} ready in '
       f'{time.perf_counter() - t:.1f} s under {args.data_dir}')
   batches = input_pipeline.make_batches(
-      config, 'train', train=True, global_batch_size=PIPELINE_BATCH, seed=0, process_index=0,
-      process_count=1)
+      input_pipeline.open_dataset(config), 'train', train=True, global_batch_size=PIPELINE_BATCH,
+      seed=0, process_index=0, process_count=1)
   for _ in range(2):
     next(batches)
   n = 6 if args.quick else 30

@@ -7,21 +7,20 @@ Config arg: text (CSV text features only; default) | multimodal (adds audio 46-d
 27-d Route B features).
 """
 
+from configs import common
 from configs import default
-
-EMOTIONS = ('neutral', 'surprise', 'fear', 'sadness', 'joy', 'disgust', 'anger')
+from fasca_jax import label_names
 
 
 def get_config(arg=None):
-  arg = arg or 'text'
-  if arg not in ('text', 'multimodal'):
-    raise ValueError(f"unknown meld config arg {arg!r}: expected 'text' or 'multimodal'")
+  arg = common.parse_arg(arg, allowed=('text', 'multimodal'), default='text', config_file='meld')
   config = default.get_config()
   config.dataset.name, config.dataset.config = 'meld', arg
   config.modalities = ('text',) if arg == 'text' else ('text', 'audio', 'vision')
   config.dims.text, config.dims.audio, config.dims.vision = 384, 46, 27
   config.max_len.text, config.max_len.audio, config.max_len.vision = 50, 500, 50
-  config.task, config.num_classes, config.target_key = 'classification', len(EMOTIONS), 'label'
+  config.task, config.target_key = 'classification', 'label'
+  config.num_classes = len(label_names.MELD_EMOTIONS)
   # Sized to train in ~15 min on 2 CPU cores (1560 steps); widen on a GPU.
   config.model.d_model, config.model.num_heads, config.model.head_hidden = 128, 4, 128
   config.optimizer.lr = 5e-4

@@ -4,6 +4,8 @@ Shared by configs/mosi.py, configs/mosei.py and configs/iemocap.py; the widths a
 builders validate (data_prep/cmu_mosi.py, cmu_mosei.py, iemocap.py).
 """
 
+from configs import common
+
 # config arg -> (builder config, {dataset: dims}, {dataset: max_len}).
 SOURCES = {
     'aligned': ('mmsa_aligned',
@@ -26,10 +28,8 @@ SOURCES = {
 
 def apply(config, dataset: str, builder: str, arg: str | None, default_arg: str):
   """Points `config` at `builder` with the widths and lengths of the chosen source format."""
-  arg = arg or default_arg
-  if arg not in SOURCES or dataset not in SOURCES[arg][1]:
-    known = sorted(a for a, (_, dims, _) in SOURCES.items() if dataset in dims)
-    raise ValueError(f'unknown {dataset} config arg {arg!r}: expected one of {known}')
+  arg = common.parse_arg(arg, allowed=[a for a, (_, dims, _) in SOURCES.items() if dataset in dims],
+                         default=default_arg, config_file=dataset)
   builder_config, dims, lengths = SOURCES[arg]
   config.dataset.name, config.dataset.config = builder, builder_config
   for m, d, length in zip(('text', 'audio', 'vision'), dims[dataset], lengths[dataset]):

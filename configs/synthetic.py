@@ -7,11 +7,13 @@
 (the tests use it).
 """
 
+from configs import common
 from configs import default
 
 
 def get_config(arg=None):
   """arg: None for the demo run, 'tiny' for the seconds-long smoke configuration."""
+  arg = common.parse_arg(arg, allowed=(None, 'tiny'), default=None, config_file='synthetic')
   config = default.get_config()
   config.dataset.name = 'synthetic_affect'
   # `short` (10-20 words, 20-60 frames, 8000 training examples) keeps the demo within minutes on
@@ -47,6 +49,4 @@ def get_config(arg=None):
     config.batch_size = 16
     config.eval_batch_size = 16
     config.log_every_steps = 2
-  elif arg is not None:
-    raise ValueError(f"unknown config arg {arg!r}: expected none or 'tiny'")
   return config

@@ -6,8 +6,8 @@ Configs:
               utterance whose clip is missing or unreadable is dropped and listed in the repairs.
 
 Each example follows the contract in DESIGN.md: `id` ('dia{D}_utt{U}'), `raw_text`, `speaker`,
-`text` (T, D_text) float32, `label` int32 emotion index in EMOTIONS, `sentiment` int32 index in
-SENTIMENTS, and for `multimodal` `audio` (T, AUDIO_DIM) and `vision` (T, VISION_DIM) float32.
+`text` (T, D_text) float32, `label` int32 emotion index in `label_names.MELD_EMOTIONS`, `sentiment`
+int32 index in `label_names.MELD_SENTIMENTS`, and for `multimodal` `audio` (T, AUDIO_DIM) and `vision` (T, VISION_DIM) float32.
 Examples are stored in CSV (dialogue) order.
 
 What a build repaired or dropped is returned in full (every id, every reason) by
@@ -28,9 +28,8 @@ from absl import logging
 from data_prep import sources
 from data_prep.features import extract
 from data_prep.features import text as text_lib
+from fasca_jax import label_names
 
-EMOTIONS = ('neutral', 'surprise', 'fear', 'sadness', 'joy', 'disgust', 'anger')
-SENTIMENTS = ('negative', 'neutral', 'positive')
 CSV_COLUMNS = ('Sr No.', 'Utterance', 'Speaker', 'Emotion', 'Sentiment', 'Dialogue_ID',
                'Utterance_ID', 'Season', 'Episode', 'StartTime', 'EndTime')
 # split -> (annotation CSV, clip folder) inside the manual dir
@@ -142,8 +141,8 @@ def read_split_csv(path: str | os.PathLike) -> tuple[list[Utterance], dict]:
       repaired.append(uid)
     utterances.append(Utterance(
         id=uid, raw_text=raw_text, speaker=speaker,
-        label=_index(row['Emotion'], EMOTIONS, 'emotion', where),
-        sentiment=_index(row['Sentiment'], SENTIMENTS, 'sentiment', where)))
+        label=_index(row['Emotion'], label_names.MELD_EMOTIONS, 'emotion', where),
+        sentiment=_index(row['Sentiment'], label_names.MELD_SENTIMENTS, 'sentiment', where)))
   return utterances, {'csv_encoding': encoding, 'c1_repaired': repaired}
 
 

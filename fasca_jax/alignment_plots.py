@@ -21,7 +21,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from fasca_jax import inference
+from fasca_jax import restored_run
 
 
 def sampling_positions(offsets, mask, kernel_size, dilation):
@@ -142,7 +142,7 @@ def plot_example(out_dir, config, batch, intermediates) -> list[str]:
   Args:
     out_dir: output folder (created).
     config: the run's config (modalities, model.far_kernel, model.dilations, max_len).
-    batch: the example in the batch layout (batch of 1, see fasca_jax.inference.Run.batch).
+    batch: the example in the batch layout (batch of 1, see `RestoredRun.find`).
     intermediates: the model's intermediates for it (numpy), see FascaNet.__call__.
 
   Returns:
@@ -184,7 +184,7 @@ def write_plots(workdir: str, example_id: str, split: str = 'test', config=None,
   Returns:
     The paths written (see `plot_example`).
   """
-  run = inference.Run(workdir, config)
+  run = restored_run.RestoredRun(workdir, config)
   batch = run.find(split, example_id)
   _, intermediates = run.apply(batch)
   out_dir = out_dir or os.path.join(workdir, 'alignment', example_id)

@@ -2,21 +2,13 @@
 
 Left: train loss (mean over each logging window) and validation loss per epoch, with the best
 epoch (lowest validation loss, the checkpoint that is evaluated) marked. Right: the task's key
-validation metrics per epoch (`KEY_METRICS`), with the test value of the best checkpoint once
-training has finished.
+validation metrics per epoch (`Task.key_metrics`), with the test value of the best checkpoint
+once training has finished.
 """
 
 import json
 import os
-
-# Task -> the metrics the field reports first (MMSA: binary accuracy / F1; MELD: accuracy /
-# weighted F1; IEMOCAP (MulT): mean accuracy / F1 over the 4 emotions).
-KEY_METRICS = {
-    'regression': ('Has0_acc_2', 'Has0_F1_score'),
-    'classification': ('Acc', 'F1_weighted'),
-    'iemocap': ('Mean_acc', 'Mean_F1'),
-}
-
+from collections.abc import Sequence
 
 def read_metrics(path: str) -> dict[str, list[dict]]:
   """metrics.jsonl -> kind -> rows sorted by step.
@@ -37,11 +29,10 @@ def read_metrics(path: str) -> dict[str, list[dict]]:
   return {kind: [rows[s] for s in sorted(rows)] for kind, rows in by_kind.items()}
 
 
-def plot(metrics_path: str, out_path: str, task: str, steps_per_epoch: int):
-  """Draws the curves of `metrics_path` into the PNG `out_path` (replaced atomically)."""
+def plot(metrics_path: str, out_path: str, key_metrics: Sequence[str], steps_per_epoch: int):
+  """Draws the curves of `metrics_path` into the PNG `out_path` (replaced atomically); the
+  right panel shows `key_metrics` (the task's, e.g. Has0_acc_2 and Has0_F1_score)."""
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  if task not in KEY_METRICS:
-    raise ValueError(f'unknown task {task!r}: expected one of {sorted(KEY_METRICS)}')
   rows = read_metrics(metrics_path)  # values: numbers, or 'nan' / 'inf' strings (float() reads).
   train, valid, test = rows.get('train', []), rows.get('valid', []), rows.get('test', [])
   epoch = lambda r: r['step'] / steps_per_epoch
@@ -58,7 +49,7 @@ def plot(metrics_path: str, out_path: str, task: str, steps_per_epoch: int):
     ax.set_xlabel('epoch')
     ax.grid(alpha=0.3)
   loss_ax.set_ylabel('loss')
-  for name in KEY_METRICS[task]:
+  for name in key_metrics:
     lines = metric_ax.plot([epoch(r) for r in valid if name in r],
                            [float(r[name]) for r in valid if name in r], 'o-',
                            label=f'valid {name}')

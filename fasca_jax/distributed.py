@@ -1,4 +1,5 @@
-"""Multi-process start-up: `jax.distributed.initialize` from flags or environment variables."""
+"""Processes and devices: `jax.distributed.initialize` from flags or environment variables, the
+one-axis `data` mesh over every device of every process, and the batch-size check for it."""
 
 import os
 
@@ -36,3 +37,19 @@ def _setting(name: str, value: int | None) -> int:
     raise ValueError(f'A multi-process run needs --{name} or ${ENV[name]} (a non-negative '
                      f'integer), found {text!r}.')
   return int(text)
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """The one-axis mesh `data` over every device of every process."""
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def check_batch_size(batch_size: int, name: str):
+  """Fails fast when a global batch cannot be split evenly over devices and processes."""
+  n = jax.device_count()
+  if batch_size % n:
+    raise ValueError(
+        f'config.{name}={batch_size} is not divisible by the device count {n} '
+        f'({jax.process_count()} process(es) x {jax.local_device_count()} local devices); '
+        f'use a multiple of {n}.')

@@ -9,8 +9,12 @@ A batch is a dict of NumPy arrays:
   m + '_mask'                     bool (B, L_m), True on real steps
   m + '_len'                      int32 (B,), length before cropping (> L_m: truncated)
   'regression', 'label'           those the dataset has: float32 (B,); int32 (B,) or (B, 4)
-  'id'                            str (B,), host only: strip it before sending to devices
+  'id'                            str (B,), host only: `to_global` leaves it (and m_len) out
+  'index'                         int32 (B,), the example's position in its split; -1 on padding
   'valid'                         bool (B,), False on padding rows of the last eval batches
+
+The dataset is opened once per run (`open_dataset`: the builder, built on first use, and its
+feature widths checked against the config); every reader takes the returned `Dataset`.
 
 Train mode: an endless stream over this process's n // process_count examples (the
 n % process_count left over are never read), reshuffled every epoch from `seed`; batches run on
@@ -18,11 +22,15 @@ across epoch boundaries. The iterator is a grain `DataLoaderIterator` whose `get
 `set_state()` resume exactly. Eval mode: one pass over every example of the process's shard, in
 stored order unless `shuffle`; every process yields the same number of batches,
 ceil(ceil(n / process_count) / B), completed with `valid=False` rows (id '').
+
+`split_summary` reads a split once (ids and every modality's length) and caches that beside the
+TFDS data: evaluation names gathered examples by it, training counts the cropped examples by it.
 """
 import dataclasses
 import functools
 import importlib
 import math
+import os
 from collections.abc import Iterator
 
 from absl import logging
@@ -32,7 +40,10 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fasca_jax import modalities
+
 TARGETS = {'regression': np.float32, 'label': np.int32}  # Cast to these whatever is stored.
+HOST_KEYS = ('id',)  # batch fields that stay on the host (and every m + '_len').
 # Batches decoded ahead of the consumer, per process. Bounds host memory to a few batches
 # whatever the split size (grain's default ReadOptions read 500 elements ahead).
 READ_AHEAD_BATCHES = 2
@@ -80,65 +91,49 @@ def _name(config: ml_collections.ConfigDict) -> str:
   return f'{config.dataset.name}/{variant}' if variant else config.dataset.name
 
 
-def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
-  """Number of examples in `split` (builds the dataset if needed, see `ensure_built`)."""
-  return ensure_built(config).info.splits[split].num_examples
-
-
-def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
-  """Train batches per epoch for global batch `config.batch_size` over all processes."""
-  count = jax.process_count()
-  return (num_examples(config, 'train') // count) // (config.batch_size // count)
-
-
-@dataclasses.dataclass(frozen=True)
-class _ToExample(grain.transforms.Map):
-  """Decoded TFDS record -> one row of the batch layout (module docstring).
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """The configured dataset, opened once per run.
 
   Attributes:
-    max_len: modality -> L_m; its keys are the modalities kept.
-    targets: target name -> (shape as stored in the dataset, dtype of the batch).
+    name: 'name/config'.
+    builder: the prepared TFDS builder.
+    max_len: modality -> L_m; its keys are the modalities read (config.modalities).
+    widths: modality -> D_m, as stored.
+    targets: target field -> (shape as stored, dtype of the batch), for those the dataset has.
+    num_workers: grain worker processes (0: read in this process).
   """
+  name: str
+  builder: tfds.core.DatasetBuilder
   max_len: dict[str, int]
+  widths: dict[str, int]
   targets: dict[str, tuple[tuple[int, ...], type]]
+  num_workers: int = 0
 
-  def map(self, record: dict) -> dict:
-    example_id = record['id'].decode()
-    row = {'id': example_id, 'valid': np.True_}
-    for m, max_len in self.max_len.items():
-      x = _finite(record[m], example_id, m)  # (T_m, D_m)
-      keep = min(len(x), max_len)
-      row[m] = np.zeros((max_len, x.shape[1]), np.float32)
-      row[m][:keep] = x[:keep]
-      row[m + '_mask'] = np.arange(max_len) < keep
-      row[m + '_len'] = np.int32(len(x))
-    for name, (_, dtype) in self.targets.items():
-      row[name] = _finite(record[name], example_id, name).astype(dtype)
-    return row
+  def num_examples(self, split: str) -> int:
+    return self.builder.info.splits[split].num_examples
 
-  def blank(self, widths: dict[str, int]) -> dict:
-    """A padding row: zeros, masks False, id '', valid False. `widths`: modality -> D_m."""
-    row = {'id': '', 'valid': np.False_}
-    for m, max_len in self.max_len.items():
-      row[m] = np.zeros((max_len, widths[m]), np.float32)
-      row[m + '_mask'] = np.zeros((max_len,), bool)
-      row[m + '_len'] = np.int32(0)
-    for name, (shape, dtype) in self.targets.items():
-      row[name] = np.zeros(shape, dtype)
-    return row
+  def steps_per_epoch(self, global_batch_size: int) -> int:
+    """Train batches per epoch of `global_batch_size` over all processes."""
+    count = jax.process_count()
+    return (self.num_examples('train') // count) // (global_batch_size // count)
+
+  def source(self, split: str):
+    """The split's random-access TFDS source (array_record, decoded on demand)."""
+    return self.builder.as_data_source(split)
 
 
-def _finite(x, example_id: str, field: str) -> np.ndarray:
-  """`x` as an array; raises ValueError naming the example and field if it is not finite."""
-  x = np.asarray(x)
-  if x.dtype.kind == 'f' and not np.isfinite(x).all():
-    raise ValueError(f'Non-finite values in field {field!r} of example {example_id!r}.')
-  return x
+def open_dataset(config: ml_collections.ConfigDict) -> Dataset:
+  """The dataset of `config` (built on first use, see `ensure_built`), checked against it.
 
+  Reads config.dataset.{name, config}, data_dir, modalities, max_len, and the optional dims
+  (widths to check) and num_workers.
 
-def _check_features(config: ml_collections.ConfigDict,
-                    builder: tfds.core.DatasetBuilder) -> dict[str, int]:
-  """Checks the config's modalities against the dataset; returns modality -> D_m."""
+  Raises:
+    ValueError: a modality of the config is not in the dataset, or its width differs from
+      config.dims.
+  """
+  builder = ensure_built(config)
   features = builder.info.features
   dataset = _name(config)
   dims = config.get('dims') or {}
@@ -152,17 +147,86 @@ def _check_features(config: ml_collections.ConfigDict,
       raise ValueError(f'Dataset {dataset}: field {m!r} has shape {shape} but config.dims.{m} '
                        f'expects {(None, dims[m])}.')
     widths[m] = shape[1]
-  return widths
+  return Dataset(
+      name=dataset, builder=builder, widths=widths,
+      max_len={m: int(config.max_len[m]) for m in config.modalities},
+      targets={t: (tuple(features[t].shape), dtype)
+               for t, dtype in TARGETS.items() if t in features},
+      num_workers=config.get('num_workers', 0))
 
 
-def make_batches(config: ml_collections.ConfigDict, split: str, *, train: bool,
-                 global_batch_size: int, seed: int, process_index: int | None = None,
-                 process_count: int | None = None, shuffle: bool | None = None) -> Iterator[dict]:
+@dataclasses.dataclass(frozen=True)
+class _ToExample(grain.transforms.Map):
+  """(index, decoded TFDS record) -> one row of the batch layout (module docstring).
+
+  Attributes:
+    max_len: modality -> L_m; its keys are the modalities kept.
+    targets: target name -> (shape as stored in the dataset, dtype of the batch).
+  """
+  max_len: dict[str, int]
+  targets: dict[str, tuple[tuple[int, ...], type]]
+
+  def map(self, element: tuple[int, dict]) -> dict:
+    index, record = element
+    example_id = record['id'].decode()
+    row = {'id': example_id, 'index': np.int32(index), 'valid': np.True_}
+    for m, max_len in self.max_len.items():
+      x = _finite(record[m], example_id, m)  # (T_m, D_m)
+      keep = min(len(x), max_len)
+      row[m] = np.zeros((max_len, x.shape[1]), np.float32)
+      row[m][:keep] = x[:keep]
+      row[m + '_mask'] = np.arange(max_len) < keep
+      row[m + '_len'] = np.int32(len(x))
+    for name, (_, dtype) in self.targets.items():
+      row[name] = _finite(record[name], example_id, name).astype(dtype)
+    return row
+
+  def blank(self, widths: dict[str, int]) -> dict:
+    """A padding row: zeros, masks False, id '', index -1, valid False. widths: m -> D_m."""
+    row = {'id': '', 'index': np.int32(-1), 'valid': np.False_}
+    for m, max_len in self.max_len.items():
+      row[m] = np.zeros((max_len, widths[m]), np.float32)
+      row[m + '_mask'] = np.zeros((max_len,), bool)
+      row[m + '_len'] = np.int32(0)
+    for name, (shape, dtype) in self.targets.items():
+      row[name] = np.zeros(shape, dtype)
+    return row
+
+
+class _Indexed(grain.sources.RandomAccessDataSource):
+  """A TFDS data source whose records come with their position: i -> (i, record)."""
+
+  def __init__(self, source):
+    self._source = source
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __repr__(self) -> str:  # grain checks it when a saved iterator state is restored.
+    return f'_Indexed({self._source!r})'
+
+  def __getitem__(self, index: int):
+    return index, self._source[index]
+
+  def __getitems__(self, indices):
+    return list(zip(indices, self._source.__getitems__(indices)))
+
+
+def _finite(x, example_id: str, field: str) -> np.ndarray:
+  """`x` as an array; raises ValueError naming the example and field if it is not finite."""
+  x = np.asarray(x)
+  if x.dtype.kind == 'f' and not np.isfinite(x).all():
+    raise ValueError(f'Non-finite values in field {field!r} of example {example_id!r}.')
+  return x
+
+
+def make_batches(dataset: Dataset, split: str, *, train: bool, global_batch_size: int,
+                 seed: int, process_index: int | None = None, process_count: int | None = None,
+                 shuffle: bool | None = None) -> Iterator[dict]:
   """This process's batches of `split` (layout and modes in the module docstring).
 
   Args:
-    config: needs dataset.{name, config}, data_dir, modalities, max_len; optional dims,
-      num_workers (grain worker processes, default 0).
+    dataset: from `open_dataset`.
     split: 'train', 'validation' or 'test'.
     train: infinite shuffled stream (True) or one padded pass (False).
     global_batch_size: batch over all processes; must divide by process_count.
@@ -181,15 +245,8 @@ def make_batches(config: ml_collections.ConfigDict, split: str, *, train: bool,
                      f'{process_count} processes.')
   batch_size = global_batch_size // process_count
   shuffle = train if shuffle is None else shuffle
-  builder = ensure_built(config)
-  widths = _check_features(config, builder)
-  features = builder.info.features
-  to_example = _ToExample(
-      max_len={m: int(config.max_len[m]) for m in config.modalities},
-      targets={t: (tuple(features[t].shape), dtype)
-               for t, dtype in TARGETS.items() if t in features})
-  source = builder.as_data_source(split)
-  workers = config.get('num_workers', 0)
+  to_example = _ToExample(max_len=dataset.max_len, targets=dataset.targets)
+  source = _Indexed(dataset.source(split))
   if train:
     shard = grain.sharding.ShardOptions(process_index, process_count, drop_remainder=True)
     loader = grain.DataLoader(
@@ -197,13 +254,13 @@ def make_batches(config: ml_collections.ConfigDict, split: str, *, train: bool,
         sampler=grain.samplers.IndexSampler(
             len(source), shard_options=shard, shuffle=shuffle, num_epochs=None, seed=seed),
         operations=[to_example, grain.transforms.Batch(batch_size, drop_remainder=True)],
-        worker_count=workers,
+        worker_count=dataset.num_workers,
         shard_options=shard,
         read_options=grain.ReadOptions(num_threads=min(16, READ_AHEAD_BATCHES * batch_size),
                                        prefetch_buffer_size=READ_AHEAD_BATCHES * batch_size))
     return iter(loader)
-  return _eval_batches(source, to_example, to_example.blank(widths), batch_size,
-                       process_index, process_count, shuffle, seed, workers)
+  return _eval_batches(source, to_example, to_example.blank(dataset.widths), batch_size,
+                       process_index, process_count, shuffle, seed, dataset.num_workers)
 
 
 def _eval_batches(source, to_example: _ToExample, blank: dict, batch_size: int,
@@ -237,3 +294,69 @@ def _pad_and_stack(rows, *, batch_size: int, blank: dict) -> dict:
 def _stack(rows: list[dict]) -> dict:
   """Rows of the batch layout -> a batch: each field stacked on a new leading axis."""
   return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+
+
+def example_batch(record: dict, *, max_len: dict[str, int], targets: dict | None = None,
+                  index: int = -1) -> dict:
+  """One record as a batch of 1 in the batch layout, cropped and padded as training does.
+
+  Args:
+    record: `id` (bytes) and modality -> (T_m, D_m), plus the `targets` fields.
+    max_len: modality -> L_m (`Dataset.max_len`).
+    targets: `Dataset.targets`, to read the record's targets too.
+    index: its position in its split, if any.
+  """
+  to_example = _ToExample(max_len=dict(max_len), targets=targets or {})
+  return {k: np.asarray(v)[None] for k, v in to_example.map((index, record)).items()}
+
+
+def to_global(batch: dict, sharding: jax.sharding.NamedSharding) -> dict:
+  """Per-process NumPy batch -> global arrays sharded as `sharding`, without the host fields
+  (`id`, every `m_len`)."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()
+          if k not in HOST_KEYS and not k.endswith('_len')}
+
+
+# --- what a split holds -----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SplitSummary:
+  """Every example of a split, in stored order.
+
+  Attributes:
+    ids: (N,) str.
+    lengths: modality -> (N,) int32 steps before cropping, for every modality of the dataset.
+  """
+  ids: np.ndarray
+  lengths: dict[str, np.ndarray]
+
+  def cropped(self, max_len: dict[str, int]) -> dict[str, int]:
+    """modality -> how many examples are longer than max_len[m] (and so cropped)."""
+    return {m: int((self.lengths[m] > n).sum()) for m, n in max_len.items()}
+
+
+def split_summary(dataset: Dataset, split: str) -> SplitSummary:
+  """The ids and lengths of `split`, read in one pass the first time and cached as
+  `<dataset dir>/summary-<split>.npz` (a few bytes per example) for every later run."""
+  path = os.path.join(dataset.builder.data_dir, f'summary-{split}.npz')
+  if os.path.isfile(path):
+    with np.load(path) as f:
+      return SplitSummary(ids=f['ids'], lengths={k[len('len_'):]: f[k] for k in f.files
+                                                 if k.startswith('len_')})
+  features = dataset.builder.info.features
+  streams = [m for m in modalities.MODALITIES if m in features]
+  logging.info('Reading the ids and lengths of %s/%s once (cached in %s).', dataset.name,
+               split, path)
+  ds = grain.MapDataset.source(dataset.source(split)).map(
+      lambda r: (r['id'].decode(), [len(r[m]) for m in streams]))
+  rows = list(ds.to_iter_dataset(grain.ReadOptions(num_threads=8, prefetch_buffer_size=64)))
+  summary = SplitSummary(
+      ids=np.array([r[0] for r in rows], dtype=str),
+      lengths={m: np.array([r[1][i] for r in rows], np.int32) for i, m in enumerate(streams)})
+  tmp = f'{path}.tmp-{os.getpid()}.npz'
+  try:
+    np.savez(tmp, ids=summary.ids, **{f'len_{m}': v for m, v in summary.lengths.items()})
+    os.replace(tmp, path)
+  except OSError as e:  # e.g. a read-only shared data_dir: read again next time.
+    logging.warning('Could not cache the summary of %s/%s in %s: %s', dataset.name, split,
+                    path, e)
+  return summary

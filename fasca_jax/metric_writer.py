@@ -1,8 +1,8 @@
 """Metric logging: `workdir/metrics.jsonl` and TensorBoard event files in `workdir`.
 
-Every `write` appends one JSON line `{"step": s, "kind": k, ...scalars}` and one TensorBoard
-event holding the scalars `k/<name>` at step s (tensorboardX's event writer: no TensorFlow
-needed to write, `tensorboard --logdir` reads them). Both are flushed at once, so a crashed run
+Every `write` appends one JSON line `{"step": s, "kind": k, ...scalars}` and the TensorBoard
+scalars `k/<name>` at step s (tensorboardX's `SummaryWriter`: no TensorFlow needed to write,
+`tensorboard --logdir` reads them). Both are flushed at once, so a crashed run
 keeps everything logged so far; a resumed run adds a new event file beside the old ones.
 Only process 0 writes; other processes get a writer that drops everything.
 """
@@ -11,7 +11,6 @@ import json
 import math
 import os
 import time
-import types
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -40,33 +39,20 @@ def flat_hparams(config) -> dict[str, bool | int | float | str]:
   return flat
 
 
-def _tensorboardx() -> types.SimpleNamespace:
-  """The tensorboardX modules the writer uses, imported on first use: tensorboardX imports torch
-  when it is installed, seconds that processes which write nothing (eval.py, process > 0) skip.
-  """
-  from tensorboardX import event_file_writer, summary  # pylint: disable=g-import-not-at-top
-  from tensorboardX.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
-  return types.SimpleNamespace(event_file_writer=event_file_writer, summary=summary,
-                               event_pb2=event_pb2, summary_pb2=summary_pb2)
-
-
 class MetricWriter:
   """Writes scalars to metrics.jsonl and to TensorBoard event files in `workdir`."""
 
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, 'metrics.jsonl')
-    self._events = self._tb = None
+    self._tb = None
     if self.enabled:
-      self._tb = _tensorboardx()
+      # Imported here: tensorboardX imports torch when it is installed, seconds that processes
+      # which write nothing (eval.py, process > 0) skip.
+      import tensorboardX  # pylint: disable=g-import-not-at-top
       # The suffix keeps two writers started within one second from sharing (truncating) a file.
-      self._events = self._tb.event_file_writer.EventsWriter(
-          os.path.join(workdir, 'events'), filename_suffix=f'.{os.getpid()}.{time.time_ns()}')
-
-  def _add_event(self, step: int, summary):
-    self._events.write_event(self._tb.event_pb2.Event(wall_time=time.time(), step=int(step),
-                                                      summary=summary))
-    self._events.flush()
+      self._tb = tensorboardX.SummaryWriter(
+          logdir=workdir, filename_suffix=f'.{os.getpid()}.{time.time_ns()}')
 
   def write(self, step: int, kind: str, scalars: Mapping[str, Any]):
     """Logs `scalars` (name -> number) of `kind` ('train', 'valid', 'test') at `step`."""
@@ -75,27 +61,32 @@ class MetricWriter:
     row = {'step': int(step), 'kind': kind, **{k: _jsonable(v) for k, v in scalars.items()}}
     with open(self.path, 'a') as f:
       f.write(json.dumps(row) + '\n')
-    summary = self._tb.summary_pb2.Summary
-    self._add_event(step, summary(value=[summary.Value(tag=f'{kind}/{k}', simple_value=float(v))
-                                         for k, v in scalars.items()]))
+    for k, v in scalars.items():
+      self._tb.add_scalar(f'{kind}/{k}', float(v), global_step=int(step))
+    self._tb.flush()
 
   def write_hparams(self, config, metric_tags: Sequence[str] = ()):
     """Writes the config once, at step 0: a `hparams` line in metrics.jsonl, and in TensorBoard
     the HParams dashboard entry (flattened config vs `metric_tags`) plus the config as JSON text.
+
+    The HParams entry goes into this run's own event file (`SummaryWriter.add_hparams` would
+    start a separate run in a subdirectory), through the writer's public `file_writer`.
     """
     if not self.enabled:
       return
     with open(self.path, 'a') as f:
       f.write(json.dumps({'step': 0, 'kind': 'hparams', 'config': config.to_dict()},
                          default=str) + '\n')
-    experiment, session_start, _ = self._tb.summary.hparams(flat_hparams(config),
-                                                            dict.fromkeys(metric_tags, 0.0))
-    self._add_event(0, experiment)
-    self._add_event(0, session_start)
-    self._add_event(0, self._tb.summary.text(
-        'config', '```\n' + json.dumps(config.to_dict(), indent=2, default=str) + '\n```'))
+    from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+    experiment, session_start, _ = summary.hparams(flat_hparams(config),
+                                                   dict.fromkeys(metric_tags, 0.0))
+    self._tb.file_writer.add_summary(experiment, global_step=0)
+    self._tb.file_writer.add_summary(session_start, global_step=0)
+    self._tb.add_text('config', '```\n' + json.dumps(config.to_dict(), indent=2, default=str)
+                      + '\n```', global_step=0)
+    self._tb.flush()
 
   def close(self):
-    if self._events is not None:
-      self._events.close()
-      self._events = None
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-IEMOCAP_EMOTIONS = ('Neutral', 'Happy', 'Sad', 'Angry')
+from fasca_jax.label_names import IEMOCAP_EMOTIONS
 
 
 def _check_array(x, name):
@@ -299,32 +299,6 @@ def iemocap_metrics(logits, labels) -> dict[str, float]:
   results['Mean_F1'] = float(np.mean(
       [results[f'{e}_F1'] for e in IEMOCAP_EMOTIONS]))
   return results
-
-
-_TASKS = {
-    'regression': sentiment_metrics,
-    'classification': emotion_metrics,
-    'iemocap': iemocap_metrics,
-}
-
-
-def compute(task: str, preds, labels, **kwargs) -> dict[str, float]:
-  """Metrics for a task.
-
-  Args:
-    task: 'regression' (`sentiment_metrics`), 'classification'
-      (`emotion_metrics`) or 'iemocap' (`iemocap_metrics`).
-    preds: model outputs, as the task's metric function expects.
-    labels: targets, as the task's metric function expects.
-    **kwargs: passed on, e.g. `class_names` for 'classification'.
-
-  Returns:
-    dict metric name -> Python float.
-  """
-  if task not in _TASKS:
-    raise ValueError(
-        f'Unknown task {task!r}; expected one of {sorted(_TASKS)}.')
-  return _TASKS[task](preds, labels, **kwargs)
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:

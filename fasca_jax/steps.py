@@ -1,26 +1,30 @@
-"""The training state, optimizer, loss and train step, apart from data, checkpoints and logging.
+"""The training state, optimizer, loss and the jitted init / train / eval steps, apart from data,
+checkpoints and logging.
 
 Imports only JAX, Flax (through the model) and Optax, so `benchmarks/train_step.py` times exactly
-the step `train_lib.Trainer` runs, also on machines without grain, TFDS or Orbax.
+the step `train_lib` runs, also on machines without grain, TFDS or Orbax.
 
 `config` is the run config (configs/default.py); the fields read here are `modalities`, `dims`,
-`max_len`, `task`, `target_key`, `aux_loss_weight` and `optimizer.*` (the seed is in the
-state).
+`max_len`, `task`, `num_classes`, `target_key`, `aux_loss_weight`, `model.*` and `optimizer.*`
+(the seed is in the state).
 """
 
 from typing import Any
 
 import flax.struct
 import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fasca_jax import distributed
 from fasca_jax import tasks
+from fasca_jax.models import fasca_net
 
 
 class TrainState(flax.struct.PyTreeNode):
-  """Everything a resumed run needs besides the data iterator."""
+  """Everything a resumed run needs besides the data position."""
   step: jax.Array
   seed: jax.Array  # int32 config.seed, as data: one compiled step serves every seed of a sweep.
   params: Any
@@ -63,32 +67,43 @@ def init_state(model, tx, config, seed) -> TrainState:
                     nonfinite_count=np.int32(0), first_nonfinite_step=np.int32(-1))
 
 
-def loss_fn(model, config, params, batch, rng, train: bool):
+def masked_mean(values, weights):
+  """Mean of (B,) values over examples with weight 1 (padding examples have weight 0)."""
+  weights = weights.astype(jnp.float32)
+  return (values * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def loss_fn(model, task: tasks.Task, config, params, batch, rng, train: bool):
   """Masked mean task loss (+ weighted aux-head losses) -> (loss, (main output, per-example)).
 
-  The loss is float32 whatever `model.dtype` computes in (the heads cast their outputs).
+  The loss is float32 whatever `model.dtype` computes in (the head casts its output).
   """
   inputs, masks = model_inputs(config, batch)
   outputs, _ = model.apply({'params': params}, inputs, masks, train=train,
                            rngs={'dropout': rng} if train else {})
   target, valid = batch[config.target_key], batch['valid']
-  per_example = tasks.per_example_loss(config.task, outputs['main'], target)
-  loss = tasks.masked_mean(per_example, valid)
-  aux = [tasks.masked_mean(tasks.per_example_loss(config.task, y, target), valid)
+  per_example = task.per_example_loss(outputs['main'], target)
+  loss = masked_mean(per_example, valid)
+  aux = [masked_mean(task.per_example_loss(y, target), valid)
          for k, y in outputs.items() if k.startswith('aux_')]
   if aux and config.aux_loss_weight:
     loss = loss + config.aux_loss_weight * sum(aux) / len(aux)
   return loss, (outputs['main'], per_example)
 
 
-def train_step(model, tx, schedule, config, state: TrainState, batch):
-  """One AdamW step; a non-finite loss leaves the state unchanged and is counted.
+def train_step(model, task: tasks.Task, tx, schedule, config, state: TrainState, batch):
+  """One AdamW step; a non-finite loss or gradient leaves the state unchanged and is counted.
+
+  The guard is a select (`jnp.where`) rather than `optax.apply_if_finite`, whose `lax.cond`
+  becomes an XLA conditional: on GPU that reads its predicate back on the host every step, a
+  device-to-host round trip this launch-bound step should not pay; the select costs one
+  elementwise pass over parameters and optimizer state, and also checks the loss.
 
   Returns the new state and {'loss', 'grad_norm', 'lr'} scalars.
   """
   rng = jax.random.fold_in(jax.random.key(state.seed), state.step)
   (loss, _), grads = jax.value_and_grad(
-      lambda p: loss_fn(model, config, p, batch, rng, True), has_aux=True)(state.params)
+      lambda p: loss_fn(model, task, config, p, batch, rng, True), has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)
@@ -103,3 +118,57 @@ def train_step(model, tx, schedule, config, state: TrainState, batch):
       first_nonfinite_step=jnp.where(
           (state.first_nonfinite_step < 0) & ~finite, state.step, state.first_nonfinite_step))
   return new_state, {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(state.step)}
+
+
+def eval_step(model, task: tasks.Task, config, params, batch) -> dict:
+  """Per-example host outputs of one batch: {'output', 'loss', 'target', 'valid', 'index'}."""
+  _, (y, per_example) = loss_fn(model, task, config, params, batch, None, False)
+  return {'output': task.host_output(y), 'loss': per_example,
+          'target': batch[config.target_key], 'valid': batch['valid'], 'index': batch['index']}
+
+
+class JittedSteps:
+  """The jitted init, train and eval steps of one config on the `data` mesh.
+
+  Data parallel over every device of every process: the batch is sharded on its first axis,
+  parameters and optimizer state are replicated, the train step donates its state. Each step
+  compiles on first use, once per config: the seeds of a sweep share one `JittedSteps`.
+  `optimizer` ((tx, schedule) from `make_optimizer`) is needed by `init` and `train` only.
+  """
+
+  def __init__(self, config, optimizer: tuple[optax.GradientTransformation, Any] | None = None):
+    self.config = config
+    self.model = fasca_net.build(config)
+    self.task = tasks.from_config(config)
+    self.tx, self.schedule = optimizer or (None, None)
+    self.mesh = distributed.make_mesh()
+    self.replicated = NamedSharding(self.mesh, P())
+    self.data_sharding = NamedSharding(self.mesh, P('data'))
+    self.train = jax.jit(self._train, in_shardings=(self.replicated, self.data_sharding),
+                         out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+    self.evaluate = jax.jit(self._evaluate, in_shardings=(self.replicated, self.data_sharding),
+                            out_shardings=self.replicated)
+    self._init = jax.jit(self._init_state, out_shardings=self.replicated)
+
+  def init(self, seed: int) -> TrainState:
+    """Fresh state for `seed`; compiled once for all seeds."""
+    return self._init(np.int32(seed))
+
+  def loss(self, params, batch) -> jax.Array:
+    """The evaluation loss (no dropout) of `params` on one device batch."""
+    return loss_fn(self.model, self.task, self.config, params, batch, None, False)[0]
+
+  def _optimizer(self):
+    if self.tx is None:
+      raise ValueError('JittedSteps built without an optimizer can only evaluate.')
+    return self.tx, self.schedule
+
+  def _init_state(self, seed):
+    return init_state(self.model, self._optimizer()[0], self.config, seed)
+
+  def _train(self, state: TrainState, batch):
+    tx, schedule = self._optimizer()
+    return train_step(self.model, self.task, tx, schedule, self.config, state, batch)
+
+  def _evaluate(self, params, batch):
+    return eval_step(self.model, self.task, self.config, params, batch)

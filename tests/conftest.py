@@ -26,19 +26,22 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def save_initial_run(config, workdir, perturb=0.0):
-  """A run directory without training: the initial state saved as the best checkpoint, through
-  train_lib's own Orbax managers, and config.json. `perturb` > 0 adds Gaussian noise of that
-  scale to every parameter, so that the zero-initialised FAR offsets/masks are not trivial."""
+  """A run directory without training: the initial state saved as the only (and so best)
+  checkpoint through `fasca_jax.checkpoints`, and config.json. `perturb` > 0 adds Gaussian
+  noise of that scale to every parameter, so that the zero-initialised FAR offsets/masks are not
+  trivial."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from fasca_jax import config_io, train_lib  # pylint: disable=g-import-not-at-top
-  state = train_lib.Trainer(config, total_steps=1, steps_per_epoch=1).init_state()
+  from fasca_jax import checkpoints, config_io, steps  # pylint: disable=g-import-not-at-top
+  from fasca_jax.models import fasca_net  # pylint: disable=g-import-not-at-top
+  tx, _ = steps.make_optimizer(config, total_steps=1, steps_per_epoch=1)  # an untrained run
+  state = steps.init_state(fasca_net.build(config), tx, config, np.int32(config.seed))
   if perturb:
     rng = np.random.default_rng(0)
     state = state.replace(params=jax.tree.map(
         lambda p: p + perturb * rng.standard_normal(p.shape).astype(p.dtype), state.params))
-  manager = train_lib._manager(workdir, train_lib.BEST_DIR, 1)
-  train_lib._save(manager, state, {'best_val_loss': 0.0})
-  manager.wait_until_finished()
+  ckpt = checkpoints.Checkpoints(workdir)
+  ckpt.save(state, {}, valid_loss=0.0)
+  ckpt.wait()
   config_io.save(config, workdir)
   return state

@@ -6,8 +6,8 @@
       any SIGTERM); after step J, once checkpoint step S is on disk, it sends itself SIGKILL.
   python tests/scaling_helper.py record --report=PATH -- TRAIN_FLAGS...
       train.py's main, recording the example ids this process read (per split), the files it
-      opened for writing and a checksum of the parameters at every checkpointed step; writes
-      them as JSON to PATH.
+      opened for writing (seen by a `sys.addaudithook` hook on the `open` event) and a checksum
+      of the parameters at every checkpointed step; writes them as JSON to PATH.
   python tests/scaling_helper.py curve --data_dir=DIR --steps=N --out=PATH
       N train steps of the tiny synthetic config on every device of this process; writes the
       losses, trace/compile counts, shardings and final parameters to PATH (.npz).
@@ -15,7 +15,6 @@
 Signals are sent from inside the step so that the step they follow is exact whatever the load
 of the machine; the trainer's handling of them is the production code path.
 """
-import builtins
 import hashlib
 import json
 import os
@@ -25,13 +24,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top
-import chex
+import chex  # pylint: disable=g-import-not-at-top
 import jax
 import numpy as np
 
+from fasca_jax import checkpoints
+from fasca_jax import cli
 from fasca_jax import input_pipeline
-from fasca_jax import train_lib
+from fasca_jax import steps
 
 
 def _options(argv):
@@ -42,26 +42,26 @@ def _options(argv):
 
 
 def _wrap_train_step(after_step):
-  """Calls `after_step(step)` after every train step of every Trainer built from now on."""
-  original_init = train_lib.Trainer.__init__
+  """Calls `after_step(step)` after every train step of every JittedSteps built from now on."""
+  original_init = steps.JittedSteps.__init__
 
   def init(self, *args, **kwargs):
     original_init(self, *args, **kwargs)
-    step_fn = self.train_step
+    step_fn = self.train
 
-    def train_step(state, batch):
+    def train(state, batch):
       state, metrics = step_fn(state, batch)
       after_step(int(state.step))
       return state, metrics
 
-    self.train_step = train_step
+    self.train = train
 
-  train_lib.Trainer.__init__ = init
+  steps.JittedSteps.__init__ = init
 
 
 def _run_train(argv):
   import train  # pylint: disable=g-import-not-at-top
-  app.run(train.main, argv=['train.py', *argv])
+  cli.run(train.main, argv=['train.py', *argv])
 
 
 def train_cmd(options, argv):
@@ -75,7 +75,7 @@ def train_cmd(options, argv):
       os.kill(os.getpid(), signal.SIGTERM)
     if step == sigkill:
       if wait_for is not None:  # The async save of that step must be on disk first.
-        path = os.path.join(workdir, train_lib.LATEST_DIR, wait_for)
+        path = os.path.join(workdir, checkpoints.CHECKPOINT_DIR, wait_for)
         deadline = time.time() + 120
         while not os.path.isdir(path) and time.time() < deadline:
           time.sleep(0.02)
@@ -96,8 +96,7 @@ def _checksum(tree) -> str:
 
 def record_cmd(options, argv):
   report = {'ids': {}, 'writes': [], 'checksums': {}}
-  make_batches, open_ = input_pipeline.make_batches, builtins.open
-  save = train_lib._save
+  make_batches, save = input_pipeline.make_batches, checkpoints.Checkpoints.save
 
   def recorded(batches, split):
     ids = report['ids'].setdefault(split, [])
@@ -125,26 +124,29 @@ def record_cmd(options, argv):
     def set_state(self, state):
       self._it.set_state(state)
 
-  def recording_make_batches(config, split, **kwargs):
-    batches = make_batches(config, split, **kwargs)
+  def recording_make_batches(dataset, split, **kwargs):
+    batches = make_batches(dataset, split, **kwargs)
     return RecordedTrain(batches) if kwargs['train'] else recorded(batches, split)
 
-  def recording_save(manager, state, extra):
+  def recording_save(self, state, extra, valid_loss=None):
     report['checksums'][str(int(state.step))] = _checksum(state.params)
-    return save(manager, state, extra)
+    return save(self, state, extra, valid_loss)
 
-  def recording_open(file, mode='r', *args, **kwargs):
-    if isinstance(file, (str, os.PathLike)) and any(c in mode for c in 'wax+'):
-      report['writes'].append(os.path.abspath(file))
-    return open_(file, mode, *args, **kwargs)
+  written = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+  def record_writes(event, args):
+    """Audit hook: the `open` event carries (path, mode, flags) for open() and os.open()."""
+    if event == 'open' and isinstance(args[0], (str, bytes, os.PathLike)):
+      path, mode, flags = args
+      if (mode and any(c in mode for c in 'wax+')) or (mode is None and flags & written):
+        report['writes'].append(os.path.abspath(os.fsdecode(path)))
 
   input_pipeline.make_batches = recording_make_batches
-  train_lib._save = recording_save
-  builtins.open = recording_open
+  checkpoints.Checkpoints.save = recording_save
+  sys.addaudithook(record_writes)
   try:
     _run_train(argv)
   finally:
-    builtins.open = open_
     report['process_index'] = jax.process_index()
     report['process_count'] = jax.process_count()
     report['device_count'] = jax.device_count()
@@ -158,19 +160,20 @@ def curve_cmd(options, argv):
   config = synthetic.get_config('tiny')
   config.data_dir = options['data_dir']
   # The step function may be traced once only; a second trace raises inside jit.
-  trainer_cls = train_lib.Trainer
-  trainer_cls._train_step = chex.assert_max_traces(trainer_cls._train_step, n=1)
-  trainer = train_lib.Trainer(config, total_steps=12, steps_per_epoch=6)
-  batches = input_pipeline.make_batches(config, 'train', train=True,
-                                        global_batch_size=config.batch_size, seed=config.seed)
-  state, losses = trainer.init_state(), []
+  steps.train_step = chex.assert_max_traces(steps.train_step, n=1)
+  jitted = steps.JittedSteps(config, steps.make_optimizer(config, total_steps=12,
+                                                          steps_per_epoch=6))
+  batches = input_pipeline.make_batches(input_pipeline.open_dataset(config), 'train',
+                                        train=True, global_batch_size=config.batch_size,
+                                        seed=config.seed)
+  state, losses = jitted.init(config.seed), []
   for _ in range(int(options['steps'])):
-    batch = trainer.to_device(next(batches))
-    state, metrics = trainer.train_step(state, batch)
+    batch = input_pipeline.to_global(next(batches), jitted.data_sharding)
+    state, metrics = jitted.train(state, batch)
     losses.append(float(metrics['loss']))
   text = batch['text']
   np.savez(options['out'], losses=np.array(losses), device_count=jax.device_count(),
-           cache_size=trainer.train_step._cache_size(),
+           cache_size=jitted.train._cache_size(),
            batch_devices=len(text.sharding.device_set),
            batch_shard_rows=[s.data.shape[0] for s in text.addressable_shards],
            params_replicated=all(x.sharding.is_fully_replicated

@@ -1,38 +1,11 @@
-"""benchmarks/train_step.py without the timing: configs without ml_collections, case selection,
-the MOSEI-shaped dataset behind the input-pipeline rate."""
-
-import importlib.util
-import os
-import sys
+"""benchmarks/train_step.py without the timing: case selection, the MOSEI-shaped dataset behind
+the input-pipeline rate."""
 
 import numpy as np
 import pytest
 
-from benchmarks import config_shim
 from benchmarks import train_step
-from configs import default
 from fasca_jax import input_pipeline
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def test_configs_load_the_same_without_ml_collections(monkeypatch):
-  """The stand-in gives configs/default.py exactly the values ml_collections gives it."""
-  monkeypatch.setitem(sys.modules, 'ml_collections', config_shim.types.SimpleNamespace(
-      ConfigDict=config_shim.AttrDict))
-  spec = importlib.util.spec_from_file_location(
-      'default_without_ml_collections', os.path.join(REPO, 'configs', 'default.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  shimmed = module.get_config()
-  assert isinstance(shimmed, config_shim.AttrDict)
-  assert shimmed.to_dict() == default.get_config().to_dict()
-  assert shimmed.model.dilations.audio == 2 and dict(shimmed.model.dilations) == {
-      'audio': 2, 'vision': 1}
-  shimmed.model.d_model = 8
-  assert shimmed['model']['d_model'] == 8
-  with pytest.raises(AttributeError):
-    _ = shimmed.no_such_field
 
 
 def test_case_selection():
@@ -66,9 +39,9 @@ def test_pipeline_dataset_is_mosei_shaped(tmp_path, monkeypatch):
   assert rate > 0
   config = train_step.case_config('unaligned', 4)
   config.data_dir = str(tmp_path / 'tfds')
-  builder = input_pipeline.get_builder(config)
-  assert builder.info.splits['train'].num_examples == 6
-  batch = next(input_pipeline.make_batches(config, 'train', train=True, global_batch_size=4,
+  dataset = input_pipeline.open_dataset(config)
+  assert dataset.num_examples('train') == 6
+  batch = next(input_pipeline.make_batches(dataset, 'train', train=True, global_batch_size=4,
                                            seed=0, process_index=0, process_count=1))
   assert batch['text'].shape == (4, 50, 768) and batch['vision'].shape == (4, 500, 35)
   lengths = batch['audio_mask'].sum(1)

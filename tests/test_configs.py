@@ -6,8 +6,8 @@ from configs import iemocap
 from configs import meld
 from configs import mosei
 from configs import mosi
+from fasca_jax import tasks
 from fasca_jax.models import fasca_net
-from fasca_jax.models import heads
 
 
 @pytest.mark.parametrize('module,arg,builder,dims,lens', [
@@ -26,7 +26,7 @@ def test_sentiment_and_iemocap_configs(module, arg, builder, dims, lens):
   assert tuple(c.max_len[m] for m in ('text', 'audio', 'vision')) == lens
   model = fasca_net.build(c)
   expected_units = 8 if module is iemocap else 1
-  assert heads.output_size(model.task, model.num_classes) == expected_units
+  assert tasks.get_task(model.task, model.num_classes).output_units == expected_units
 
 
 def test_meld_configs():

@@ -292,10 +292,10 @@ def test_bfloat16_keeps_subpixel_positions():
 
 def test_auto_rule():
   limit = deform_conv.AUTO_INTERP_MAX_WIDTH
-  assert deform_conv._resolve_method('auto', 1, limit) == 'interp'
-  assert deform_conv._resolve_method('auto', 1, limit + 1) == 'gather'
-  assert deform_conv._resolve_method('auto', 2, 8) == 'gather'
-  assert deform_conv._resolve_method('gather', 1, 8) == 'gather'
+  assert deform_conv.resolve_method('auto', 1, limit) == 'interp'
+  assert deform_conv.resolve_method('auto', 1, limit + 1) == 'gather'
+  assert deform_conv.resolve_method('auto', 2, 8) == 'gather'
+  assert deform_conv.resolve_method('gather', 1, 8) == 'gather'
 
 
 def _valid_args():

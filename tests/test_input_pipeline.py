@@ -41,9 +41,13 @@ def source(config):
           for split in ('train', 'validation', 'test')}
 
 
+def _batches(config, split, **kwargs):
+  return input_pipeline.make_batches(input_pipeline.open_dataset(config), split, **kwargs)
+
+
 def _eval(config, split='validation', batch_size=10, **kwargs):
-  return list(input_pipeline.make_batches(
-      config, split, train=False, global_batch_size=batch_size, seed=0, **kwargs))
+  return list(_batches(config, split, train=False, global_batch_size=batch_size, seed=0,
+                       **kwargs))
 
 
 def _ids(batches):
@@ -51,7 +55,7 @@ def _ids(batches):
 
 
 def test_batch_layout_matches_source(config, source):
-  batch = next(input_pipeline.make_batches(
+  batch = next(_batches(
       config, 'train', train=True, global_batch_size=16, seed=1))
   assert batch['id'].shape == (16,) and isinstance(batch['id'][0], str)
   assert batch['valid'].dtype == bool and batch['valid'].all()
@@ -110,7 +114,7 @@ def test_eval_pads_with_invalid_batches_when_a_shard_is_short(config):
 def test_train_processes_read_disjoint_slices(config, source):
   epochs = []
   for index in range(2):
-    it = input_pipeline.make_batches(config, 'train', train=True, global_batch_size=16, seed=3,
+    it = _batches(config, 'train', train=True, global_batch_size=16, seed=3,
                                      process_index=index, process_count=2)
     ids = [i for _ in range(6) for i in next(it)['id']]  # 48 examples per process, 8 per batch.
     assert len(set(ids)) == 48
@@ -121,7 +125,7 @@ def test_train_processes_read_disjoint_slices(config, source):
 
 def test_shuffle_is_deterministic_per_seed(config):
   def first_ids(seed, train=True):
-    it = input_pipeline.make_batches(config, 'train', train=train, global_batch_size=16,
+    it = _batches(config, 'train', train=train, global_batch_size=16,
                                      seed=seed, shuffle=True)
     return [list(next(it)['id']) for _ in range(3)]
 
@@ -132,7 +136,7 @@ def test_shuffle_is_deterministic_per_seed(config):
 
 def test_get_state_set_state_resumes_exactly(config):
   def batches():
-    return input_pipeline.make_batches(config, 'train', train=True, global_batch_size=16, seed=5)
+    return _batches(config, 'train', train=True, global_batch_size=16, seed=5)
 
   it = batches()
   for _ in range(9):  # Past the first epoch (6 batches).
@@ -148,13 +152,14 @@ def test_get_state_set_state_resumes_exactly(config):
 
 
 def test_counts(config):
-  assert input_pipeline.num_examples(config, 'train') == 96
-  assert input_pipeline.steps_per_epoch(config) == 6
+  dataset = input_pipeline.open_dataset(config)
+  assert dataset.num_examples('train') == 96
+  assert dataset.steps_per_epoch(config.batch_size) == 6
 
 
 def test_batch_must_divide_over_processes(config):
   with pytest.raises(ValueError, match='does not divide'):
-    input_pipeline.make_batches(config, 'train', train=True, global_batch_size=15, seed=0,
+    _batches(config, 'train', train=True, global_batch_size=15, seed=0,
                                 process_index=0, process_count=2)
 
 
@@ -162,7 +167,7 @@ def test_width_mismatch_is_reported(config):
   wrong = _config(config.data_dir, dims={'text': 768, 'audio': 5, 'vision': 35})
   message = r"synthetic_affect/tiny.*'audio'.*\(None, 74\).*\(None, 5\)"
   with pytest.raises(ValueError, match=message):
-    input_pipeline.make_batches(wrong, 'train', train=True, global_batch_size=8, seed=0)
+    input_pipeline.open_dataset(wrong)
 
 
 # Two small builders registered under data_prep.<name> for the error paths.
@@ -216,7 +221,7 @@ def test_unbuilt_manual_dataset_names_the_build_command(dummy_modules, tmp_path)
   del dummy_modules
   config = _config(tmp_path, name='manual_only_affect', variant='aligned')
   with pytest.raises(FileNotFoundError) as error:
-    input_pipeline.make_batches(config, 'train', train=True, global_batch_size=8, seed=0)
+    input_pipeline.open_dataset(config)
   assert f'manual_only_affect/aligned is not built under data_dir={tmp_path}' in str(error.value)
   assert (f'python -m data_prep.build --dataset=manual_only_affect --config=aligned '
           f'--manual_dir=DIR --data_dir={tmp_path}') in str(error.value)
@@ -226,7 +231,7 @@ def test_missing_modality_and_non_finite_values(dummy_modules, tmp_path):
   del dummy_modules
   config = _config(tmp_path, name='text_only_affect', variant=None, dims={'text': 4})
   with pytest.raises(ValueError, match=r"Modality 'audio'.*dataset text_only_affect \("):
-    input_pipeline.make_batches(config, 'test', train=False, global_batch_size=8, seed=0)
+    input_pipeline.open_dataset(config)
   config.modalities, config.max_len = ('text',), {'text': 2}
   with pytest.raises(ValueError, match="field 'text' of example 'nan'"):
     _eval(config, split='test', batch_size=4)
@@ -235,7 +240,7 @@ def test_missing_modality_and_non_finite_values(dummy_modules, tmp_path):
 def test_worker_processes_give_the_same_batches(config):
   flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags; train.py parses them in app.run.
   with_workers = _config(config.data_dir, num_workers=1)
-  want, got = (input_pipeline.make_batches(c, 'test', train=True, global_batch_size=8, seed=2)
+  want, got = (_batches(c, 'test', train=True, global_batch_size=8, seed=2)
                for c in (config, with_workers))
   pairs = [(next(want), next(got)) for _ in range(2)]
   pairs += zip(_eval(config, split='test'), _eval(with_workers, split='test'), strict=True)

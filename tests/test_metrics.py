@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fasca_jax import metrics
+from fasca_jax import tasks
 
 # Ten samples exercising every branch of the MOSI/MOSEI metrics.
 #   idx  label  pred   what it tests
@@ -250,19 +251,18 @@ def test_iemocap_metrics_hand_case(one_hot):
   }, abs=1e-15)
 
 
-def test_compute_dispatches():
-  assert (metrics.compute('regression', SENT_PREDS, SENT_LABELS)
+def test_tasks_dispatch_to_their_metrics():
+  assert (tasks.get_task('regression').metrics(SENT_PREDS, SENT_LABELS)
           == metrics.sentiment_metrics(SENT_PREDS, SENT_LABELS))
   logits = _logits_for(F1_PRED, 3)
-  assert (metrics.compute('classification', logits, F1_TRUE,
-                          class_names=['x', 'y', 'z'])
-          == metrics.emotion_metrics(logits, F1_TRUE, ['x', 'y', 'z']))
+  assert (tasks.get_task('classification', 3).metrics(logits, F1_TRUE)
+          == metrics.emotion_metrics(logits, F1_TRUE))
   iemo_logits = np.stack([1 - IEMO_PREDS, IEMO_PREDS], axis=-1)
-  assert (metrics.compute('iemocap', iemo_logits, IEMO_LABELS)
+  assert (tasks.get_task('iemocap', 2).metrics(iemo_logits, IEMO_LABELS)
           == metrics.iemocap_metrics(iemo_logits, IEMO_LABELS))
-  with pytest.raises(ValueError, match=r"Unknown task 'ranking'.*"
+  with pytest.raises(ValueError, match=r"unknown task 'ranking'.*"
                      r"\['classification', 'iemocap', 'regression'\]"):
-    metrics.compute('ranking', SENT_PREDS, SENT_LABELS)
+    tasks.get_task('ranking')
 
 
 def test_format_table():

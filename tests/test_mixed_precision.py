@@ -10,7 +10,6 @@ import pytest
 from configs import synthetic
 from fasca_jax import input_pipeline
 from fasca_jax import steps
-from fasca_jax import train_lib
 
 STEPS = 32  # 8 passes over the same 4 batches.
 
@@ -26,9 +25,9 @@ def bf16_config(tmp_path_factory):
   return config
 
 
-def _dot_dtypes(model, config, params, batch):
+def _dot_dtypes(jitted, params, batch):
   """Operand dtypes of every matmul / convolution in the jaxpr of the loss, and the loss dtype."""
-  jaxpr = jax.make_jaxpr(lambda p: steps.loss_fn(model, config, p, batch, None, False)[0])(params)
+  jaxpr = jax.make_jaxpr(lambda p: jitted.loss(p, batch))(params)
   found = []
 
   def walk(jx):
@@ -48,19 +47,20 @@ def _dot_dtypes(model, config, params, batch):
 
 def test_bfloat16_computes_in_bf16_and_trains(bf16_config):
   config = bf16_config
-  input_pipeline.ensure_built(config)
-  trainer = train_lib.Trainer(config, total_steps=STEPS, steps_per_epoch=STEPS)
-  state = trainer.init_state()
-  batches = [trainer.to_device(b) for b in itertools.islice(input_pipeline.make_batches(
-      config, 'train', train=True, global_batch_size=config.batch_size, seed=0), 4)]
+  jitted = steps.JittedSteps(config, steps.make_optimizer(config, total_steps=STEPS,
+                                                          steps_per_epoch=STEPS))
+  state = jitted.init(config.seed)
+  batches = [input_pipeline.to_global(b, jitted.data_sharding) for b in itertools.islice(
+      input_pipeline.make_batches(input_pipeline.open_dataset(config), 'train', train=True,
+                                  global_batch_size=config.batch_size, seed=0), 4)]
 
-  dots, loss_dtype = _dot_dtypes(trainer.model, config, state.params, batches[0])
+  dots, loss_dtype = _dot_dtypes(jitted, state.params, batches[0])
   assert dots and all(d == ('bfloat16', 'bfloat16') for d in dots), dots
   assert loss_dtype == jnp.float32
 
   losses = []  # dropout is off: the step's loss is the loss of its batch before the update.
   for step in range(STEPS):
-    state, metrics = trainer.train_step(state, batches[step % len(batches)])
+    state, metrics = jitted.train(state, batches[step % len(batches)])
     assert metrics['loss'].dtype == jnp.float32
     losses.append(float(metrics['loss']))
   assert np.all(np.isfinite(losses))

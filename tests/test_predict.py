@@ -12,9 +12,11 @@ from conftest import save_initial_run
 from configs import meld
 from configs import synthetic
 from data_prep.features import audio, synthetic as clips_lib, text, vision
-from fasca_jax import ablation
+from fasca_jax import ablations
 from fasca_jax import config_io
-from fasca_jax import predictor as predictor_lib
+from fasca_jax import label_names
+from fasca_jax import media_prediction
+from fasca_jax import tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAID = 'Oh my God, that is amazing!'
@@ -51,12 +53,12 @@ def clip_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def predictor(run_dir):
-  return predictor_lib.Predictor(run_dir)
+  return media_prediction.MediaPredictor(run_dir)
 
 
 def _check_probabilities(result):
   probs = result['probabilities']
-  assert tuple(probs) == meld.EMOTIONS
+  assert tuple(probs) == label_names.MELD_EMOTIONS
   assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
   assert all(0 < p < 1 for p in probs.values())
   assert result['prediction'] == max(probs, key=probs.get)
@@ -72,30 +74,30 @@ def test_predict_one_clip_matches_the_model_on_hand_built_inputs(predictor, clip
            'text': text.cached_encoder().encode([SAID])[0]}
   assert result['steps'] == {m: len(x) for m, x in feats.items()} and result['steps']['vision'] == 5
   config = predictor.config
-  inputs, masks = {}, {}
+  batch = {}
   for m in config.modalities:
     keep = min(len(feats[m]), config.max_len[m])  # audio (101 steps) is cropped to 64
-    inputs[m] = np.zeros((1, config.max_len[m], config.dims[m]), np.float32)
-    inputs[m][0, :keep] = feats[m][:keep]
-    masks[m] = np.arange(config.max_len[m])[None] < keep
-  logits = np.asarray(predictor.run._apply(predictor.run.params, inputs, masks)[0]['main'][0])
+    batch[m] = np.zeros((1, config.max_len[m], config.dims[m]), np.float32)
+    batch[m][0, :keep] = feats[m][:keep]
+    batch[f'{m}_mask'] = np.arange(config.max_len[m])[None] < keep
+  logits = np.asarray(predictor.run.apply(batch)[0]['main'][0])
   expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
   np.testing.assert_allclose(list(result['probabilities'].values()), expected, atol=1e-5)
-  table = predictor_lib.format_result(result)
+  table = media_prediction.format_result(result)
   assert table.splitlines()[0] == f"{path} (text: {SAID!r})"
   assert f"{result['prediction']}" in table.splitlines()[1] and '<- predicted' in table
 
 
 def test_unreadable_clip_is_an_error_naming_the_file(predictor, clip_dir):
   broken = str(clip_dir / 'c_broken.mp4')
-  with pytest.raises(predictor_lib.MediaError, match=f'{broken}: cannot open media'):
+  with pytest.raises(media_prediction.MediaError, match=f'{broken}: cannot open media'):
     predictor.predict(broken, SAID)
 
 
 def test_input_dir_writes_jsonl_in_file_order_and_skips_unreadable_clips(predictor, clip_dir,
                                                                          tmp_path):
   output = tmp_path / 'out.jsonl'
-  results, failed = predictor_lib.predict_folder(predictor, str(clip_dir), str(output))
+  results, failed = media_prediction.predict_folder(predictor, str(clip_dir), str(output))
   rows = [json.loads(line) for line in output.read_text().splitlines()]
   assert rows == results and [r['id'] for r in rows] == ['a_tone', 'b_still']
   assert [r['text'] for r in rows] == ['', SAID]  # b_still.txt holds what was said
@@ -109,7 +111,7 @@ def test_input_dir_writes_jsonl_in_file_order_and_skips_unreadable_clips(predict
 def test_cli_on_a_folder_and_on_an_unreadable_clip(run_dir, clip_dir, tmp_path):
   """The command line, with the run's no_text ablation (audio + vision: no text encoder to load)."""
   workdir = str(tmp_path / 'av_run')
-  save_initial_run(ablation.apply(config_io.load(run_dir), 'no_text'), workdir)
+  save_initial_run(ablations.apply(config_io.load(run_dir), 'no_text'), workdir)
   output = tmp_path / 'av.jsonl'
   result = subprocess.run(
       [sys.executable, 'predict.py', f'--workdir={workdir}', f'--input_dir={clip_dir}',
@@ -134,19 +136,18 @@ def test_cli_on_a_folder_and_on_an_unreadable_clip(run_dir, clip_dir, tmp_path):
 def test_run_on_other_features_says_which_config_to_train(tmp_path):
   config = synthetic.get_config('tiny')  # widths 768/74/35
   config_io.save(config, str(tmp_path))
-  with pytest.raises(predictor_lib.InputError,
+  with pytest.raises(media_prediction.InputError,
                      match=r'widths text 768, audio 74, vision 35 \(synthetic_affect/tiny\).*'
                            r'widths text 384, audio 46, vision 27.*configs/meld.py:multimodal'):
-    predictor_lib.Predictor(str(tmp_path))
+    media_prediction.MediaPredictor(str(tmp_path))
 
 
 def test_describe_regression_and_text_only_runs(tmp_path):
-  config = synthetic.get_config('tiny')
-  assert predictor_lib.describe(config, np.float32(-0.25)) == {
-      'score': -0.25, 'sentiment': 'negative'}
-  assert predictor_lib.describe(config, np.float32(0.0))['sentiment'] == 'positive'
+  task = tasks.from_config(synthetic.get_config('tiny'))
+  assert task.describe(np.float32(-0.25)) == {'score': -0.25, 'sentiment': 'negative'}
+  assert task.describe(np.float32(0.0))['sentiment'] == 'positive'
   text_run = tiny_meld_config()
   text_run.modalities = ('text',)
   save_initial_run(text_run, str(tmp_path))
-  with pytest.raises(predictor_lib.InputError, match='reads only text and no text was given'):
-    predictor_lib.Predictor(str(tmp_path)).predict('any.mp4', '')
+  with pytest.raises(media_prediction.InputError, match='reads only text and no text was given'):
+    media_prediction.MediaPredictor(str(tmp_path)).predict('any.mp4', '')

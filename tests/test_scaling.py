@@ -20,6 +20,7 @@ import pytest
 from tensorflow_datasets.core.data_sources import array_record
 
 from configs import synthetic
+from fasca_jax import checkpoints
 from fasca_jax import distributed
 from fasca_jax import input_pipeline
 from fasca_jax import train_lib
@@ -59,17 +60,12 @@ def _run(args, env, log_path, timeout=600):
     return proc.returncode, f.read()
 
 
-def _latest(workdir):
-  return train_lib._manager(str(workdir), train_lib.LATEST_DIR, 2)
-
-
 def _restore(workdir, config):
-  trainer = train_lib.Trainer(config, 1, 1)
-  return train_lib.restore_latest_good(_latest(workdir), trainer.abstract_state())
+  return checkpoints.Checkpoints(str(workdir)).restore_latest(checkpoints.abstract_state(config))
 
 
 def _saved_steps(workdir):
-  return sorted(_latest(workdir).all_steps())
+  return checkpoints.Checkpoints(str(workdir)).all_steps()
 
 
 def _assert_states_equal(got, want):
@@ -142,7 +138,7 @@ def test_truncated_file_makes_a_checkpoint_unreadable(data_dir, reference, tmp_p
   before."""
   config, workdir = tiny_config(data_dir), tmp_path / 'run'
   shutil.copytree(reference, workdir)
-  path = workdir / train_lib.LATEST_DIR / str(TOTAL_STEPS) / damaged
+  path = workdir / checkpoints.CHECKPOINT_DIR / str(TOTAL_STEPS) / damaged
   os.truncate(path, path.stat().st_size // 2)
   state, extra = _restore(workdir, config)
   assert int(state.step) == STEPS_PER_EPOCH and 'data_state' in extra
@@ -152,7 +148,7 @@ def test_corrupt_latest_checkpoint_is_skipped_and_training_resumes_from_previous
     data_dir, cache_dir, reference, tmp_path):
   config, workdir = tiny_config(data_dir), tmp_path / 'run'
   shutil.copytree(reference, workdir)
-  newest = workdir / train_lib.LATEST_DIR / str(TOTAL_STEPS)
+  newest = workdir / checkpoints.CHECKPOINT_DIR / str(TOTAL_STEPS)
   manifest = newest / 'state' / 'manifest.ocdbt'
   os.truncate(manifest, manifest.stat().st_size // 2)
   code, out = _run(['train.py', *_train_flags(workdir, data_dir)], _env(2, cache_dir),
@@ -178,12 +174,12 @@ def test_unwritable_workdir_is_a_clear_error_before_training(data_dir, tmp_path)
 
 
 def test_full_disk_is_a_clear_error_before_training(data_dir, tmp_path, monkeypatch):
-  real = train_lib.shutil.disk_usage
-  monkeypatch.setattr(train_lib.shutil, 'disk_usage', lambda p: real(p)._replace(free=2**19))
+  real = shutil.disk_usage
+  monkeypatch.setattr(shutil, 'disk_usage', lambda p: real(p)._replace(free=2**19))
   workdir = tmp_path / 'run'
   with pytest.raises(OSError, match=r'has 0\.5 MiB free; checkpoints need about'):
     train_lib.train_and_evaluate(tiny_config(data_dir), str(workdir))
-  assert not (workdir / train_lib.LATEST_DIR).exists()
+  assert not (workdir / checkpoints.CHECKPOINT_DIR).exists()
   assert not (workdir / 'metrics.jsonl').exists()
 
 
@@ -274,7 +270,7 @@ def test_two_processes_over_gloo(data_dir, cache_dir, tmp_path):
     a, b = (set(r['ids'][split]) for r in reports)
     assert a and b and not a & b, split
     if passes:
-      n = input_pipeline.num_examples(config, split)
+      n = input_pipeline.open_dataset(config).num_examples(split)
       assert len(a | b) == n
       assert sum(len(r['ids'][split]) for r in reports) == passes * n, split
   train_ids = [r['ids']['train'] for r in reports]
@@ -283,8 +279,7 @@ def test_two_processes_over_gloo(data_dir, cache_dir, tmp_path):
   # writability probe and (collectively with process 0) checkpoints.
   logs = {str(workdir / 'metrics.jsonl'), str(workdir / 'results.json')}
   assert logs <= set(reports[0]['writes'])
-  allowed = (str(workdir / '.write_probe_1'), str(workdir / train_lib.LATEST_DIR) + os.sep,
-             str(workdir / train_lib.BEST_DIR) + os.sep)
+  allowed = (str(workdir / '.write_probe_1'), str(workdir / checkpoints.CHECKPOINT_DIR) + os.sep)
   others = [p for p in reports[1]['writes']
             if p.startswith(str(workdir)) and not p.startswith(allowed)]
   assert not others, others
@@ -299,7 +294,8 @@ def test_pipeline_reads_array_record_lazily(data_dir, monkeypatch):
   """Records are read on demand from the array_record files, at most READ_AHEAD_BATCHES batches
   ahead of the consumer (train and eval), so host memory does not grow with the split."""
   config = tiny_config(data_dir)
-  source_cls = type(input_pipeline.get_builder(config).as_data_source('train'))
+  dataset = input_pipeline.open_dataset(config)
+  source_cls = type(dataset.source('train'))
   assert source_cls is array_record.ArrayRecordDataSource
   reads = {}  # split -> record indices read, in order.
   getitem, getitems = source_cls.__getitem__, source_cls.__getitems__
@@ -309,8 +305,8 @@ def test_pipeline_reads_array_record_lazily(data_dir, monkeypatch):
       str(self.split), []).extend(keys) or getitems(self, keys))
   bound = (1 + input_pipeline.READ_AHEAD_BATCHES) * 4
   for split, train in (('train', True), ('validation', False)):
-    n = input_pipeline.num_examples(config, split)
-    batches = input_pipeline.make_batches(config, split, train=train, global_batch_size=4,
+    n = dataset.num_examples(split)
+    batches = input_pipeline.make_batches(dataset, split, train=train, global_batch_size=4,
                                           seed=0)
     next(batches)
     assert 4 <= len(reads[split]) <= bound < n, (split, len(reads[split]))

@@ -17,6 +17,7 @@ torch = pytest.importorskip(
 from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
 from fasca_jax import steps  # pylint: disable=g-import-not-at-top
+from fasca_jax import tasks  # pylint: disable=g-import-not-at-top
 from fasca_jax.models import fasca_net  # pylint: disable=g-import-not-at-top
 
 BATCH = 4
@@ -80,7 +81,8 @@ def torch_batch(batch):
 
 def jax_loss(config, params, batch):
   """The training loss of train_lib (steps.loss_fn), without dropout."""
-  return steps.loss_fn(fasca_net.build(config), config, params, batch, None, False)[0]
+  return steps.loss_fn(fasca_net.build(config), tasks.from_config(config), config, params, batch,
+                       None, False)[0]
 
 
 @pytest.mark.parametrize('task,num_classes,deform_method', [

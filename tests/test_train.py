@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from configs import synthetic
+from fasca_jax import checkpoints
+from fasca_jax import evaluation
 from fasca_jax import input_pipeline
+from fasca_jax import steps
 from fasca_jax import tasks
 from fasca_jax import train_lib
 
@@ -43,11 +46,18 @@ def trained(data_dir, tmp_path_factory):
   return config, workdir, results
 
 
-def _params_of(workdir, config, subdir):
-  trainer = train_lib.Trainer(config, 1, 1)
-  manager = train_lib._manager(workdir, subdir, 2)
-  state, extra = train_lib.restore_latest_good(manager, trainer.abstract_state())
-  return state, extra
+def _latest_of(workdir, config):
+  return checkpoints.Checkpoints(workdir).restore_latest(checkpoints.abstract_state(config))
+
+
+def _jitted(config, total_steps, steps_per_epoch):
+  return steps.JittedSteps(config, steps.make_optimizer(config, total_steps, steps_per_epoch))
+
+
+def _first_batch(config):
+  dataset = input_pipeline.open_dataset(config)
+  return next(iter(input_pipeline.make_batches(
+      dataset, 'train', train=True, global_batch_size=config.batch_size, seed=0)))
 
 
 def test_train_and_evaluate_writes_results_metrics_and_checkpoints(trained):
@@ -61,29 +71,31 @@ def test_train_and_evaluate_writes_results_metrics_and_checkpoints(trained):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   assert rows[0]['kind'] == 'hparams' and rows[0]['config']['dataset']['config'] == 'tiny'
-  steps_per_epoch = input_pipeline.steps_per_epoch(config)
+  steps_per_epoch = input_pipeline.open_dataset(config).steps_per_epoch(config.batch_size)
   valid_rows = [r for r in rows if r['kind'] == 'valid']
   assert [r['step'] for r in valid_rows] == [steps_per_epoch * (e + 1)
                                              for e in range(config.num_epochs)]
   train_rows = [r for r in rows if r['kind'] == 'train']
   assert train_rows and all(r['samples_per_s'] > 0 for r in train_rows)
-  state, extra = _params_of(workdir, config, train_lib.LATEST_DIR)
+  state, _ = _latest_of(workdir, config)
   assert int(state.step) == steps_per_epoch * config.num_epochs
-  assert extra['best_val_loss'] == pytest.approx(min(r['loss'] for r in valid_rows))
-  assert os.listdir(os.path.join(workdir, train_lib.BEST_DIR))
+  ckpt = checkpoints.Checkpoints(workdir)
+  best = min(valid_rows, key=lambda r: r['loss'])
+  assert ckpt.best_step() == best['step']
+  assert ckpt.all_steps()[-1] == steps_per_epoch * config.num_epochs
 
 
 def test_evaluate_restores_best_and_reproduces_results(trained):
   config, workdir, results = trained
-  again = train_lib.evaluate(config, workdir, ('test',))
+  again = evaluation.evaluate_run(config, workdir, ('test',))
   assert again['test'] == pytest.approx(results['test'], abs=1e-6)
 
 
 def test_rerun_of_finished_run_resumes_without_training(trained):
   config, workdir, results = trained
-  before, _ = _params_of(workdir, config, train_lib.LATEST_DIR)
+  before, _ = _latest_of(workdir, config)
   again = train_lib.train_and_evaluate(config, workdir)
-  after, _ = _params_of(workdir, config, train_lib.LATEST_DIR)
+  after, _ = _latest_of(workdir, config)
   assert int(after.step) == int(before.step)
   jax.tree.map(np.testing.assert_array_equal, before.params, after.params)
   assert again['test'] == pytest.approx(results['test'], abs=1e-6)
@@ -91,17 +103,14 @@ def test_rerun_of_finished_run_resumes_without_training(trained):
 
 def test_one_train_step_lowers_the_loss_on_its_batch(data_dir):
   config = tiny_config(data_dir, **{'optimizer.warmup_epochs': 0.0, 'model.dropout': 0.0})
-  input_pipeline.ensure_built(config)
-  trainer = train_lib.Trainer(config, total_steps=10, steps_per_epoch=5)
-  state = trainer.init_state()
-  batch = next(iter(input_pipeline.make_batches(
-      config, 'train', train=True, global_batch_size=config.batch_size, seed=0)))
-  device_batch = trainer.to_device(batch)
-  loss0 = trainer._loss(state.params, device_batch, None, False)[0]
+  jitted = _jitted(config, total_steps=10, steps_per_epoch=5)
+  state = jitted.init(config.seed)
+  device_batch = input_pipeline.to_global(_first_batch(config), jitted.data_sharding)
+  loss0 = jitted.loss(state.params, device_batch)
   for _ in range(3):
-    state, step_metrics = trainer.train_step(state, device_batch)
+    state, step_metrics = jitted.train(state, device_batch)
   assert int(state.step) == 3 and np.isfinite(step_metrics['loss'])
-  assert trainer._loss(state.params, device_batch, None, False)[0] < loss0
+  assert jitted.loss(state.params, device_batch) < loss0
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error(data_dir, tmp_path):
@@ -121,29 +130,27 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_checkpoint(data_dir, tmp_
   workdir = str(tmp_path)
   config = tiny_config(data_dir, num_epochs=1)
   train_lib.train_and_evaluate(config, workdir)
-  good, _ = _params_of(workdir, config, train_lib.LATEST_DIR)
+  good, _ = _latest_of(workdir, config)
   good_step = int(good.step)
 
-  original = tasks.per_example_loss
-  monkeypatch.setattr(tasks, 'per_example_loss',
+  original = tasks.Regression.per_example_loss
+  monkeypatch.setattr(tasks.Regression, 'per_example_loss',
                       lambda task, y, target: original(task, y, target) * np.nan)
   with pytest.raises(train_lib.NonFiniteLossError, match=f'non-finite loss at step {good_step}'):
     train_lib.train_and_evaluate(tiny_config(data_dir, num_epochs=2), workdir)
-  after, _ = _params_of(workdir, config, train_lib.LATEST_DIR)
+  after, _ = _latest_of(workdir, config)
   assert int(after.step) == good_step
   jax.tree.map(np.testing.assert_array_equal, good.params, after.params)
 
 
 def test_skip_nonfinite_counts_and_skips_updates(data_dir):
   config = tiny_config(data_dir, skip_nonfinite=True)
-  input_pipeline.ensure_built(config)
-  trainer = train_lib.Trainer(config, total_steps=4, steps_per_epoch=2)
-  state = trainer.init_state()
-  batch = next(iter(input_pipeline.make_batches(
-      config, 'train', train=True, global_batch_size=config.batch_size, seed=0)))
+  jitted = _jitted(config, total_steps=4, steps_per_epoch=2)
+  state = jitted.init(config.seed)
+  batch = _first_batch(config)
   batch[config.target_key] = np.full_like(batch[config.target_key], np.nan)
   before = jax.device_get(state.params)
-  state, _ = trainer.train_step(state, trainer.to_device(batch))
+  state, _ = jitted.train(state, input_pipeline.to_global(batch, jitted.data_sharding))
   assert int(state.nonfinite_count) == 1 and int(state.first_nonfinite_step) == 0
   assert int(state.step) == 1
   jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(state.params))

@@ -14,7 +14,7 @@ from conftest import save_initial_run
 from configs import synthetic
 from fasca_jax import alignment_plots
 from fasca_jax import config_io
-from fasca_jax import inference
+from fasca_jax import restored_run
 from fasca_jax import input_pipeline
 from fasca_jax.ops import deform_conv
 
@@ -73,7 +73,7 @@ def test_plots_of_one_example(run_dir):
       'cross_attention_audio.png', 'cross_attention_vision.png'))
   for path in paths:
     _assert_png(path)
-  batch = inference.Run(run_dir).find('test', 'test_00003')
+  batch = restored_run.RestoredRun(run_dir).find('test', 'test_00003')
   source = input_pipeline.get_builder(config_io.load(run_dir)).as_data_source('test')
   record = next(r for r in source if r['id'] == b'test_00003')
   length = min(len(record['text']), batch['text'].shape[1])

@@ -16,9 +16,11 @@ from tensorboardX.proto import plugin_hparams_pb2
 
 from configs import synthetic
 from fasca_jax import curves
+from fasca_jax import evaluation
 from fasca_jax import input_pipeline
 from fasca_jax import metrics
-from fasca_jax import predictions
+from fasca_jax import steps
+from fasca_jax import tasks
 from fasca_jax import train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,7 +78,7 @@ def test_sweep_writes_summary_of_three_seeds(sweep_dir):
 
 def test_sweep_compiles_each_step_once(sweep_dir):
   stderr = sweep_dir[2].stderr
-  for name in ('_init', '_train_step', '_eval_step'):
+  for name in ('_init_state', '_train', '_evaluate'):
     assert stderr.count(f'Compiling jit({name})') == 1, name
 
 
@@ -99,13 +101,13 @@ def test_resuming_with_another_seed_is_a_clear_error(sweep_dir):
                                  os.path.join(workdir, 'seed_1111'))
 
 
-def test_shared_trainer_must_come_from_the_same_config(sweep_dir, tmp_path):
+def test_shared_steps_must_come_from_the_same_config(sweep_dir, tmp_path):
   _, data_dir, _ = sweep_dir
-  trainer = train_lib.make_trainer(_tiny_config(data_dir))
+  jitted = steps.JittedSteps(_tiny_config(data_dir))
   other = _tiny_config(data_dir, seed=1112)
   other.optimizer.lr = 0.5
   with pytest.raises(ValueError, match=r'same config up to config.seed'):
-    train_lib.train_and_evaluate(other, str(tmp_path), trainer=trainer)
+    train_lib.train_and_evaluate(other, str(tmp_path), jitted=jitted)
 
 
 # --- TensorBoard -------------------------------------------------------------------------------
@@ -195,10 +197,11 @@ def test_curves_of_a_resumed_classification_run(tmp_path):
   path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
   read = curves.read_metrics(str(path))
   assert [(r['step'], r['loss']) for r in read['train']] == [(5, 2.0), (12, 1.0)]
-  curves.plot(str(path), str(tmp_path / 'curves.png'), 'classification', steps_per_epoch=10)
+  curves.plot(str(path), str(tmp_path / 'curves.png'), tasks.Classification.key_metrics,
+              steps_per_epoch=10)
   assert _png_size(tmp_path / 'curves.png') == (1000, 400)
   with pytest.raises(ValueError, match=r"unknown task 'ranking'"):
-    curves.plot(str(path), str(tmp_path / 'x.png'), 'ranking', steps_per_epoch=10)
+    tasks.get_task('ranking')
 
 
 # --- predictions ---------------------------------------------------------------------------------
@@ -210,15 +213,15 @@ def test_eval_predictions_round_trip(sweep_dir, tmp_path):
   _run('eval.py', f'--config={REPO}/configs/synthetic.py:tiny', f'--workdir={run_dir}',
        f'--config.data_dir={data_dir}', '--split=valid', '--split=test',
        '--predictions=preds/pred.jsonl', cwd=tmp_path)
-  rows = predictions.read(str(tmp_path / 'preds' / 'pred.jsonl'))  # relative to the cwd.
+  rows = evaluation.read_predictions(str(tmp_path / 'preds' / 'pred.jsonl'))  # cwd-relative
   config = _tiny_config(data_dir)
   for split, tfds_split in (('valid', 'validation'), ('test', 'test')):
     split_rows = [r for r in rows if r['split'] == split]
     ids = [r['id'] for r in split_rows]
     stored = []
     for batch in input_pipeline.make_batches(
-        config, tfds_split, train=False, global_batch_size=16, seed=0, process_index=0,
-        process_count=1):
+        input_pipeline.open_dataset(config), tfds_split, train=False, global_batch_size=16,
+        seed=0, process_index=0, process_count=1):
       stored += [i for i, v in zip(batch['id'], batch['valid']) if v]
     assert ids == stored  # every example once, in dataset order.
     assert set(split_rows[0]) == {'id', 'split', 'prediction', 'label'}
@@ -230,7 +233,8 @@ def test_eval_predictions_round_trip(sweep_dir, tmp_path):
 
 def test_prediction_rows_for_classification_and_iemocap():
   probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]], np.float32)
-  rows = list(predictions.rows('classification', 'test', {
+  classification = tasks.get_task('classification', 3)
+  rows = list(evaluation.prediction_rows(classification, 'test', {
       'id': np.array(['a', 'b']), 'output': probs, 'target': np.array([1, 2], np.int32)}))
   assert rows[0] == {'id': 'a', 'split': 'test', 'prediction': 1, 'label': 1,
                      'probabilities': [float(p) for p in probs[0]]}
@@ -239,10 +243,10 @@ def test_prediction_rows_for_classification_and_iemocap():
   np.testing.assert_array_equal(np.array([r['probabilities'] for r in back], np.float32), probs)
 
   iemocap = np.array([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]], np.float32)
-  (row,) = predictions.rows('iemocap', 'valid', {
+  (row,) = evaluation.prediction_rows(tasks.get_task('iemocap', 2), 'valid', {
       'id': np.array(['x']), 'output': iemocap, 'target': np.array([[0, 1, 1, 1]])})
   assert row['prediction'] == [0, 1, 0, 1] and row['label'] == [0, 1, 1, 1]
   assert np.array(row['probabilities']).shape == (4, 2)
   with pytest.raises(ValueError, match=r"split 'test': 2 ids, 1 outputs"):
-    list(predictions.rows('classification', 'test', {
+    list(evaluation.prediction_rows(classification, 'test', {
         'id': np.array(['a', 'b']), 'output': probs[:1], 'target': np.array([1])}))

@@ -4,15 +4,15 @@ Feature maps are laid out as `(B, 1, T, C)`: a one-row image whose spatial axis 
 2-D (deformable) convolutions act along time.
 """
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
 from fasca_jax.ops import deform_conv
 
-Dtype = Any
 
 
 def _mask_map(x, mask):
@@ -93,7 +93,7 @@ class ChannelAttention(nn.Module):
     if c % self.num_heads:
       raise ValueError(f'd_align={c} is not divisible by bfa_heads={self.num_heads}')
     qkv = nn.Conv(3 * c, (1, 1), dtype=self.dtype, name='qkv')(x)
-    qkv = DepthwiseTimeConv(3, self.dtype, name='qkv_dw')(qkv)
+    qkv = DepthwiseTimeConv(width=3, dtype=self.dtype, name='qkv_dw')(qkv)
     q, k, v = (a.reshape(b, t, self.num_heads, c // self.num_heads) for a in jnp.split(qkv, 3, -1))
     q = q / (jnp.linalg.norm(q, axis=1, keepdims=True) + 1e-6)
     k = k / (jnp.linalg.norm(k, axis=1, keepdims=True) + 1e-6)
@@ -114,7 +114,7 @@ class GatedFFN(nn.Module):
     """x: (B, 1, T, C) -> (B, 1, T, C)."""
     c = x.shape[-1]
     h = nn.Conv(2 * self.mult * c, (1, 1), dtype=self.dtype, name='up')(x)
-    h = DepthwiseTimeConv(3, self.dtype, name='dw')(h)
+    h = DepthwiseTimeConv(width=3, dtype=self.dtype, name='dw')(h)
     a, g = jnp.split(h, 2, -1)
     return nn.Conv(c, (1, 1), dtype=self.dtype, name='down')(nn.gelu(a) * g)
 
@@ -127,7 +127,7 @@ class BFA(nn.Module):
   @nn.compact
   def __call__(self, x, mask):
     """x: (B, 1, T, C), mask: (B, T) -> (B, 1, T, C)."""
-    x = _mask_map(x + ChannelAttention(self.num_heads, self.dtype, name='attn')(
+    x = _mask_map(x + ChannelAttention(num_heads=self.num_heads, dtype=self.dtype, name='attn')(
         nn.LayerNorm(dtype=self.dtype, name='ln_attn')(x)), mask)
     return _mask_map(x + GatedFFN(dtype=self.dtype, name='ffn')(
         nn.LayerNorm(dtype=self.dtype, name='ln_ffn')(x)), mask)
@@ -145,7 +145,7 @@ class RBFE(nn.Module):
     c = ref.shape[-1]
     conv = lambda f, name: nn.Conv(f, (1, 3), dtype=self.dtype, name=name)
     for i in range(self.num_blocks):
-      feat = BFA(self.num_heads, self.dtype, name=f'bfa_{i}')(feat, mask)
+      feat = BFA(num_heads=self.num_heads, dtype=self.dtype, name=f'bfa_{i}')(feat, mask)
     cat = jnp.concatenate([ref, feat], -1)  # (B, 1, T, 2C)
     fused = nn.gelu(conv(c, 'fuse')(cat))
     resid = nn.gelu(conv(c, 'resid_out')(nn.gelu(conv(2 * c, 'resid_in')(fused)) - cat))
@@ -225,7 +225,9 @@ class FGFA(nn.Module):
     ref, x = _mask_map(ref, text_mask), _mask_map(x, text_mask)
     fused = nn.Conv(self.d_align, (1, 1), dtype=self.dtype, name='fuse')(
         jnp.concatenate([ref, x], -1))  # dual-branch fused map (B, 1, T, C)
-    aligned, inter = FAR(self.kernel_size, self.dilation, max(self.d_align // 2, 1),
-                         self.deform_method, self.dtype, name='far')(ref, fused, text_mask)
-    out = RBFE(self.num_bfa, self.bfa_heads, self.dtype, name='rbfe')(ref, aligned, text_mask)
+    aligned, inter = FAR(kernel_size=self.kernel_size, dilation=self.dilation,
+                         bottleneck=max(self.d_align // 2, 1), deform_method=self.deform_method,
+                         dtype=self.dtype, name='far')(ref, fused, text_mask)
+    out = RBFE(num_blocks=self.num_bfa, num_heads=self.bfa_heads, dtype=self.dtype,
+               name='rbfe')(ref, aligned, text_mask)
     return out[:, 0, 0, :], inter

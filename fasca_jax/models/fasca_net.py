@@ -3,21 +3,22 @@
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax.numpy as jnp
 
+from fasca_jax import modalities as modalities_lib
+from fasca_jax import tasks
 from fasca_jax.models import alignment
 from fasca_jax.models import fusion
 from fasca_jax.models import heads
-
-Dtype = Any
-REFERENCE = 'text'
 
 
 class FascaNet(nn.Module):
   """FASCA-Net over any subset of {text, audio, vision}.
 
-  Attributes mirror `config.model` (see configs/default.py); `modalities` fixes which streams
-  are built, `align_pairs` which partners are aligned to text (only those present).
+  Attributes mirror `config.model` (see configs/default.py), so `build` passes it as keywords;
+  `modalities` fixes which streams are built, `align_pairs` which partners are aligned to text
+  (only those present), `task` and `num_classes` the head (`fasca_jax.tasks`).
   """
   modalities: Sequence[str]
   task: str
@@ -41,11 +42,9 @@ class FascaNet(nn.Module):
   aux_heads: bool = False
   dtype: Dtype = jnp.float32
 
-  def pairs(self):
+  def pairs(self) -> tuple[str, ...]:
     """Partners aligned to text in this model (text and partner both present)."""
-    if REFERENCE not in self.modalities:
-      return ()
-    return tuple(p for p in self.align_pairs if p in self.modalities and p != REFERENCE)
+    return modalities_lib.aligned_pairs(self.modalities, self.align_pairs)
 
   @nn.compact
   def __call__(self, inputs: Mapping[str, Any], masks: Mapping[str, Any], *, train: bool):
@@ -76,20 +75,24 @@ class FascaNet(nn.Module):
     if self.use_fusion:
       for i in range(self.num_fusion_layers):  # the last layer's weights are kept.
         xs, intermediates['cross_attention'] = fusion.TriModalFusion(
-            self.d_model, self.num_heads, self.ffn_mult, self.dropout, self.attn_dropout,
-            self.dtype, self.attention, name=f'fusion_{i}')(xs, ms, train=train)
+            d_model=self.d_model, num_heads=self.num_heads, ffn_mult=self.ffn_mult,
+            dropout=self.dropout, attn_dropout=self.attn_dropout, dtype=self.dtype,
+            attention=self.attention, name=f'fusion_{i}')(xs, ms, train=train)
     dilations = dict(self.dilations or {})
     pooled = []
     for p in self.pairs():
+      ref = modalities_lib.REFERENCE
       out, far = alignment.FGFA(
-          self.d_align, dilations.get(p, 1), tuple(self.far_kernel), self.num_bfa,
-          self.bfa_heads, self.deform_method, self.dtype, name=f'fgfa_{p}')(
-              xs[REFERENCE], ms[REFERENCE], xs[p], ms[p])
+          d_align=self.d_align, dilation=dilations.get(p, 1),
+          kernel_size=tuple(self.far_kernel), num_bfa=self.num_bfa, bfa_heads=self.bfa_heads,
+          deform_method=self.deform_method, dtype=self.dtype, name=f'fgfa_{p}')(
+              xs[ref], ms[ref], xs[p], ms[p])
       pooled.append(out)
       intermediates[f'{p}_far'] = far
     cls_vectors = [xs[m][:, 0] for m in self.modalities]
-    head = lambda name: heads.TaskHead(
-        self.task, self.num_classes, self.head_hidden, self.dropout, self.dtype, name=name)
+    task = tasks.get_task(self.task, self.num_classes)
+    head = lambda name: heads.TaskHead(task=task, hidden=self.head_hidden, dropout=self.dropout,
+                                       dtype=self.dtype, name=name)
     outputs = {'main': head('head')(jnp.concatenate(pooled + cls_vectors, -1), train=train)}
     if self.aux_heads:
       for m in self.modalities:
@@ -98,18 +101,13 @@ class FascaNet(nn.Module):
 
 
 def build(config) -> FascaNet:
-  """Builds the model named by the config (`config.model`, `config.modalities`, `config.task`).
+  """The model of a run config: `FascaNet(**config.model, ...)` with the config's modalities,
+  task and computation dtype.
 
   `config` is an `ml_collections.ConfigDict` (configs/default.py); this module does not import
-  ml_collections, so the model also loads where only JAX and Flax are installed.
+  ml_collections, so the model also loads where only JAX and Flax are installed. A field absent
+  from an older run's saved config (e.g. `model.attention`) takes the attribute's default.
   """
-  m = config.model
-  return FascaNet(
-      modalities=tuple(config.modalities), task=config.task, num_classes=config.num_classes,
-      d_model=m.d_model, num_heads=m.num_heads, num_fusion_layers=m.num_fusion_layers,
-      ffn_mult=m.ffn_mult, dropout=m.dropout, attn_dropout=m.attn_dropout,
-      attention=m.get('attention', 'auto'),  # absent from runs saved before the option.
-      use_fusion=m.use_fusion, d_align=m.d_align, align_pairs=tuple(m.align_pairs),
-      dilations=dict(m.dilations), far_kernel=tuple(m.far_kernel), num_bfa=m.num_bfa,
-      bfa_heads=m.bfa_heads, deform_method=m.deform_method, head_hidden=m.head_hidden,
-      aux_heads=m.aux_heads, dtype=jnp.dtype(config.dtype))
+  return FascaNet(**config.model.to_dict(), modalities=tuple(config.modalities),
+                  task=config.task, num_classes=config.num_classes,
+                  dtype=jnp.dtype(config.dtype))

@@ -3,11 +3,11 @@
 from typing import Any, Mapping
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax.numpy as jnp
 
 from fasca_jax.models import layers
 
-Dtype = Any
 
 
 class AttentionBlock(nn.Module):
@@ -24,10 +24,11 @@ class AttentionBlock(nn.Module):
     """q: (B, Tq, D), kv: (B, Tk, D), kv_mask: (B, Tk) -> (B, Tq, D), weights (B, N, Tq, Tk)."""
     drop = nn.Dropout(self.dropout, deterministic=not train)
     a, weights = layers.MultiHeadAttention(
-        self.num_heads, self.attn_dropout, self.dtype, self.attention, name='attn')(
-            q, kv, kv_mask, train=train)
+        num_heads=self.num_heads, dropout=self.attn_dropout, dtype=self.dtype,
+        method=self.attention, name='attn')(q, kv, kv_mask, train=train)
     h = nn.LayerNorm(dtype=self.dtype, name='ln_attn')(q + drop(a))
-    f = layers.FeedForward(self.ffn_mult, self.dropout, self.dtype, name='ffn')(h, train=train)
+    f = layers.FeedForward(mult=self.ffn_mult, dropout=self.dropout, dtype=self.dtype,
+                           name='ffn')(h, train=train)
     return nn.LayerNorm(dtype=self.dtype, name='ln_ffn')(h + drop(f)), weights
 
 
@@ -63,8 +64,8 @@ class TriModalFusion(nn.Module):
     """
     names = list(xs)
     block = lambda name: AttentionBlock(
-        self.num_heads, self.ffn_mult, self.dropout, self.attn_dropout, self.dtype,
-        self.attention, name=name)
+        num_heads=self.num_heads, ffn_mult=self.ffn_mult, dropout=self.dropout,
+        attn_dropout=self.attn_dropout, dtype=self.dtype, attention=self.attention, name=name)
     h = {m: nn.Dense(self.d_model, dtype=self.dtype, name=f'proj_{m}')(xs[m]) for m in names}
     outs, weights = {}, {}
     for m in names:

@@ -1,13 +1,11 @@
 """Small building blocks shared by the fusion and alignment modules."""
 
-from typing import Any
-
 import flax.linen as nn
+from flax.typing import Dtype
 import jax.numpy as jnp
 
 from fasca_jax.ops import attention
 
-Dtype = Any
 
 
 class MultiHeadAttention(nn.Module):

@@ -107,7 +107,7 @@ def _check_shapes(x, offset, mask, kernel, bias, stride, padding, dilation,
   return ho, wo
 
 
-def _resolve_method(method, height, width):
+def resolve_method(method, height, width):
   """Maps method='auto' to 'interp' or 'gather'; validates explicit choices."""
   if method not in _METHODS:
     raise ValueError(f'method must be one of {_METHODS}, got {method!r}.')
@@ -244,7 +244,7 @@ def deform_conv2d(x, offset, mask, kernel, bias=None, *, stride=(1, 1),
                          dilation, offset_groups)
   b, height, width, cin = x.shape
   kh, kw, _, cout = kernel.shape
-  method = _resolve_method(method, height, width)
+  method = resolve_method(method, height, width)
 
   h, w = _sample_points(offset, (kh, kw), stride, padding, dilation,
                         offset_groups)  # (B, Ho, Wo, G, K)

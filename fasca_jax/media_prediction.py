@@ -1,4 +1,4 @@
-"""Predictions of a trained run on new media: Route B features of a clip, then the model.
+"""A trained run predicting on new media: Route B features of a clip, then the model.
 
 The run must have been trained on Route B features (data_prep/features: text from the local
 MiniLM encoder, 384-d; audio 46-d; vision 27-d), i.e. `configs/meld.py:multimodal` (or `:text`).
@@ -22,24 +22,12 @@ from data_prep.features import extract
 from data_prep.features import text as text_lib
 from data_prep.features.media import MediaError
 from fasca_jax import config_io
-from fasca_jax import inference
+from fasca_jax import restored_run
 from fasca_jax import tasks
-
-TASKS = ('regression', 'classification')
-# (dataset, target field) -> class names of the classification runs.
-CLASS_NAMES = {('meld', 'label'): meld.EMOTIONS}
 
 
 class InputError(ValueError):
   """A clip cannot be predicted with what was given (e.g. no text for a text-only run)."""
-
-
-def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Names of the classes a classification run predicts (class_<i> when none are known)."""
-  names = CLASS_NAMES.get((config.dataset.name, config.target_key))
-  if names is None or len(names) != config.num_classes:
-    return tuple(f'class_{i}' for i in range(config.num_classes))
-  return names
 
 
 def route_b_dims(text_model_dir: str | None = None) -> dict[str, int]:
@@ -51,10 +39,8 @@ def check_config(config: ml_collections.ConfigDict, dims: dict[str, int], workdi
   """Fails with what to train when the run cannot read Route B features.
 
   Raises:
-    InputError: a modality width differs from `dims`, or the task is not supported.
+    InputError: a modality width differs from `dims`.
   """
-  if config.task not in TASKS:
-    raise InputError(f'{workdir}: predict.py supports {TASKS} runs; this one is {config.task!r}')
   wrong = {m: int(config.dims[m]) for m in config.modalities if config.dims[m] != dims[m]}
   if wrong:
     trained = ', '.join(f'{m} {config.dims[m]}' for m in config.modalities)
@@ -66,25 +52,6 @@ def check_config(config: ml_collections.ConfigDict, dims: dict[str, int], workdi
         f'`python train.py --config=configs/meld.py:multimodal --workdir=DIR` (or :text).')
 
 
-def describe(config: ml_collections.ConfigDict, output: np.ndarray) -> dict:
-  """The prediction of one example, JSON-ready.
-
-  Args:
-    config: the run's config (task, class names).
-    output: the host output of one example: () sentiment, or (C,) class probabilities.
-
-  Returns:
-    regression: {'score': s, 'sentiment': 'positive' if s >= 0 else 'negative'} (MMSA Has0);
-    classification: {'prediction': name of the argmax, 'probabilities': {name: p}}.
-  """
-  if config.task == 'regression':
-    score = float(output)
-    return {'score': score, 'sentiment': 'positive' if score >= 0 else 'negative'}
-  names = class_names(config)
-  return {'prediction': names[int(np.argmax(output))],
-          'probabilities': {n: float(p) for n, p in zip(names, output)}}
-
-
 def format_result(result: dict) -> str:
   """A prediction as a small table: the file, then the score or each class by probability."""
   text = f' (text: {result["text"]!r})' if result['text'] else ' (no text)'
@@ -93,22 +60,25 @@ def format_result(result: dict) -> str:
     lines.append(f'  sentiment {result["score"]:+.4f} ({result["sentiment"]})')
     return '\n'.join(lines)
   probs = sorted(result['probabilities'].items(), key=lambda kv: -kv[1])
+  predicted = result['prediction']
+  predicted = set(predicted) if isinstance(predicted, list) else {predicted}
   width = max(len(n) for n, _ in probs)
-  lines += [f'  {n.ljust(width)}  {p:.4f}{"  <- predicted" if n == result["prediction"] else ""}'
+  lines += [f'  {n.ljust(width)}  {p:.4f}{"  <- predicted" if n in predicted else ""}'
             for n, p in probs]
   return '\n'.join(lines)
 
 
-class Predictor:
-  """A restored run that predicts on media files."""
+class MediaPredictor:
+  """A restored run that predicts on media files (Route B features, then the model)."""
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict | None = None,
                text_model_dir: str | None = None):
     config = config if config is not None else config_io.load(workdir)
     self.text_model_dir = text_model_dir
     check_config(config, route_b_dims(text_model_dir), workdir)
-    self.run = inference.Run(workdir, config)
+    self.run = restored_run.RestoredRun(workdir, config)
     self.config = config
+    self.task = tasks.from_config(config)
 
   @property
   def media_modalities(self) -> tuple[str, ...]:
@@ -126,7 +96,7 @@ class Predictor:
     return {m: meld.replace_nonfinite(x)[0] for m, x in feats.items()}
 
   def predict(self, path: str, text: str = '') -> dict:
-    """Prediction for one clip: {'file', 'id', 'text', 'steps', ...describe()}.
+    """Prediction for one clip: {'file', 'id', 'text', 'steps', ...Task.describe()}.
 
     `steps` holds each modality's length before cropping to config.max_len (longer inputs are
     cropped, as in training, with a warning).
@@ -140,9 +110,9 @@ class Predictor:
         logging.warning('%s: %s has %d steps; the model reads the first %d (config.max_len.%s).',
                         path, m, len(x), self.config.max_len[m], m)
     outputs, _ = self.run.apply(self.run.batch(feats, clip_id))
-    host = np.asarray(tasks.host_output(self.config.task, outputs['main']))[0]
+    host = np.asarray(self.task.host_output(outputs['main']))[0]
     return {'file': os.fspath(path), 'id': clip_id, 'text': text,
-            'steps': {m: len(x) for m, x in feats.items()}, **describe(self.config, host)}
+            'steps': {m: len(x) for m, x in feats.items()}, **self.task.describe(host)}
 
 
 def clip_text(path) -> str:
@@ -154,7 +124,7 @@ def clip_text(path) -> str:
     return f.read().strip()
 
 
-def predict_folder(predictor: Predictor, input_dir: str, output: str) -> tuple[list, dict]:
+def predict_folder(predictor: MediaPredictor, input_dir: str, output: str) -> tuple[list, dict]:
   """Predicts every media file directly inside `input_dir`, in sorted order, into JSONL `output`.
 
   Returns:

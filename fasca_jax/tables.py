@@ -1,18 +1,25 @@
-"""Mean ± standard deviation over seeds, the way MMSA reports a multi-seed run.
+"""The tables of many runs: the seed summary (mean ± std over seeds) and the ablation table.
 
-MMSA's `run.py` multiplies every metric by 100 and reports `np.mean` and `np.std` over seeds
+Seed summary (`write_seed_summary`: workdir/summary.md and summary.csv). MMSA's `run.py` multiplies every metric by 100 and reports `np.mean` and `np.std` over seeds
 (1111-1115 by default), i.e. the population standard deviation (ddof=0), rounded to 2
 decimals. Here every metric except `loss` (accuracies, F1, MAE, Corr) is x100, and `loss` is
 kept as is, with 4 decimals.
+
+Ablation table (`write_ablation_table`: workdir/ablation.md and ablation.json): one row per
+variant with its parameter count and every test metric (4 decimals).
 """
 
 import csv
+import json
 import os
 from typing import Mapping
 
+import jax
 import numpy as np
 
 UNSCALED = ('loss',)  # metrics reported as they are; everything else x100.
+SUMMARY_MD, SUMMARY_CSV = 'summary.md', 'summary.csv'
+ABLATION_MD, ABLATION_JSON = 'ablation.md', 'ablation.json'
 
 
 def scale(metric: str) -> int:
@@ -89,17 +96,40 @@ def csv_rows(summary: dict, seeds) -> list[list]:
   return rows
 
 
-def write(workdir: str, per_seed: Mapping[int, Mapping[str, Mapping[str, float]]],
-          title: str) -> dict:
-  """Writes workdir/summary.md and workdir/summary.csv; returns `aggregate(per_seed)`."""
+def write_seed_summary(workdir: str, per_seed: Mapping[int, Mapping[str, Mapping[str, float]]],
+                       title: str) -> dict:
+  """Writes workdir/summary.md and workdir/summary.csv (process 0); returns
+  `aggregate(per_seed)`."""
   summary = aggregate(per_seed)
+  if jax.process_index():
+    return summary
   seeds = list(per_seed)
-  _write_atomic(os.path.join(workdir, 'summary.md'), to_markdown(summary, seeds, title))
-  path = os.path.join(workdir, 'summary.csv')
+  _write_atomic(os.path.join(workdir, SUMMARY_MD), to_markdown(summary, seeds, title))
+  path = os.path.join(workdir, SUMMARY_CSV)
   with open(path + '.tmp', 'w', newline='') as f:
     csv.writer(f).writerows(csv_rows(summary, seeds))  # floats as repr: they read back exactly.
   os.replace(path + '.tmp', path)
   return summary
+
+
+def ablation_markdown(table: dict, split: str = 'test') -> str:
+  """Markdown table: one row per variant; parameters, then every metric of `split` (4 decimals)."""
+  metrics = list(dict.fromkeys(k for row in table.values() for k in row.get(split, {})))
+  lines = ['| variant | params | ' + ' | '.join(f'{split} {m}' for m in metrics) + ' |',
+           '|---|---:|' + '---:|' * len(metrics)]
+  for v, row in table.items():
+    values = [f'{row[split][m]:.4f}' if m in row.get(split, {}) else '-' for m in metrics]
+    lines.append(f'| {v} | {row["params"]:,} | ' + ' | '.join(values) + ' |')
+  return '\n'.join(lines)
+
+
+def write_ablation_table(workdir: str, table: dict):
+  """Writes workdir/ablation.json (variant -> {'params', 'valid', 'test'}) and the Markdown
+  table workdir/ablation.md (process 0)."""
+  if jax.process_index():
+    return
+  _write_atomic(os.path.join(workdir, ABLATION_JSON), json.dumps(table, indent=2))
+  _write_atomic(os.path.join(workdir, ABLATION_MD), ablation_markdown(table) + '\n')
 
 
 def _write_atomic(path: str, text: str):

@@ -1,0 +1,154 @@
+"""Evaluation: a train state scored on a split (every process its slice, outputs gathered), the
+run's `results.json`, and per-example predictions as JSON lines.
+
+`results.json`: split ('valid', 'test', 'train') -> metric -> value, merged across calls, the
+metrics in the order the task computes them; process 0 writes it.
+
+Predictions (`eval.py --predictions=FILE`): one object per real example, in evaluation order
+(`evaluate`), splits one after the other:
+
+  regression      {"id", "split", "prediction": float, "label": float}
+  classification  {"id", "split", "prediction": int (argmax), "label": int,
+                   "probabilities": [C floats]}
+  iemocap         {"id", "split", "prediction": [4 ints], "label": [4 ints],
+                   "probabilities": [4 x [P(absent), P(present)]]}, emotions in the order
+                   Neutral, Happy, Sad, Angry (`label_names.IEMOCAP_EMOTIONS`)
+
+Floats are the model's float32 values written exactly (json's shortest repr of the float64 that
+holds them). `pandas.read_json(FILE, lines=True)` or `[json.loads(l) for l in open(FILE)]`
+reads them.
+"""
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+from fasca_jax import checkpoints
+from fasca_jax import distributed
+from fasca_jax import input_pipeline
+from fasca_jax import steps
+from fasca_jax import tasks
+
+RESULTS_FILE = 'results.json'
+SPLITS = {'train': 'train', 'valid': 'validation', 'test': 'test'}  # name -> dataset split
+
+
+def evaluate(jitted: steps.JittedSteps, params, dataset: input_pipeline.Dataset, split: str, *,
+             batch_size: int, with_ids: bool = False) -> tuple[dict, dict]:
+  """One pass of `params` over `split` ('train', 'valid' or 'test') -> (metrics, host arrays).
+
+  The host arrays `output`, `target`, `loss`, `index` (and `id` (N,) str with `with_ids`) hold
+  the N real examples (padding rows dropped) in evaluation order: the stored order of the split
+  with one process; with several, batch by batch and process by process. Each process reads its
+  own slice; the outputs are gathered with each example's index in the split, which names it.
+  """
+  if split not in SPLITS:
+    raise ValueError(f'unknown split {split!r}: expected one of {sorted(SPLITS)}')
+  distributed.check_batch_size(batch_size, 'eval_batch_size')
+  batches = input_pipeline.make_batches(dataset, SPLITS[split], train=False,
+                                        global_batch_size=batch_size, seed=0)
+  parts = [multihost_utils.process_allgather(
+      jitted.evaluate(params, input_pipeline.to_global(batch, jitted.data_sharding)), tiled=True)
+           for batch in batches]
+  host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  valid = host.pop('valid').astype(bool)
+  host = {k: v[valid] for k, v in host.items()}
+  if with_ids:
+    host['id'] = input_pipeline.split_summary(dataset, SPLITS[split]).ids[host['index']]
+  results = {'loss': float(host['loss'].mean())}
+  results.update(jitted.task.metrics(host['output'], host['target']))
+  return results, host
+
+
+def evaluate_run(config, workdir: str, splits: Iterable[str] = ('test',), *,
+                 predictions_path: str | None = None, jitted: steps.JittedSteps | None = None,
+                 dataset: input_pipeline.Dataset | None = None) -> dict:
+  """Restores the best checkpoint of `workdir` (latest if none) and evaluates it on `splits`.
+
+  Splits are 'train', 'valid' or 'test'. Results are merged into workdir/results.json. With
+  `predictions_path` (relative: to the current directory), every example's prediction goes
+  there as JSON lines, the splits in the order given. `jitted` and `dataset` (the training
+  loop's) save compiling and opening them again.
+  """
+  dataset = dataset or input_pipeline.open_dataset(config)
+  jitted = jitted or steps.JittedSteps(config)
+  state, _ = checkpoints.restore_best(config, workdir)
+  results, rows = {}, []
+  for split in splits:
+    results[split], host = evaluate(jitted, state.params, dataset, split,
+                                    batch_size=config.eval_batch_size,
+                                    with_ids=predictions_path is not None)
+    if predictions_path is not None:
+      rows.extend(prediction_rows(jitted.task, split, host))
+  write_results(workdir, results)
+  if predictions_path is not None and jax.process_index() == 0:
+    count = write_predictions(predictions_path, rows)
+    logging.info('Wrote %d predictions to %s.', count, os.path.abspath(predictions_path))
+  return results
+
+
+# --- results.json -------------------------------------------------------------------------------
+def read_results(workdir: str) -> dict:
+  """workdir/results.json (split -> metric -> value), or {} when the run has none yet."""
+  path = os.path.join(workdir, RESULTS_FILE)
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_results(workdir: str, results: dict):
+  """Merges split -> metric -> value into workdir/results.json (process 0 only)."""
+  if jax.process_index():
+    return
+  merged = {**read_results(workdir), **results}
+  with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
+    json.dump(merged, f, indent=2)  # metrics in the order the task computes them.
+
+
+# --- predictions ------------------------------------------------------------------------------
+def prediction_rows(task: tasks.Task, split: str, host: dict) -> Iterator[dict]:
+  """Prediction rows of one split.
+
+  Args:
+    task: the run's Task.
+    split: split name written into each row.
+    host: `evaluate(..., with_ids=True)` arrays: `id` (N,) str; `output` (N,) sentiment,
+      (N, C) or (N, 4, 2) probabilities; `target` (N,), (N,) or (N, 4).
+
+  Yields:
+    One dict per example, as in the module docstring.
+  """
+  ids, output, target = host['id'], np.asarray(host['output']), np.asarray(host['target'])
+  if not len(ids) == len(output) == len(target):
+    raise ValueError(f'split {split!r}: {len(ids)} ids, {len(output)} outputs and '
+                     f'{len(target)} targets; expected one of each per example.')
+  for i, example_id in enumerate(ids):
+    yield {'id': str(example_id), 'split': split, **task.prediction_row(output[i], target[i])}
+
+
+def write_predictions(path: str, rows: Iterable[dict]) -> int:
+  """Writes `rows` as JSON lines to `path` (replaced atomically); returns the count.
+
+  A relative `path` is relative to the current directory; missing parent directories are made.
+  """
+  path = os.path.abspath(path)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp, count = path + '.tmp', 0
+  with open(tmp, 'w') as f:
+    for row in rows:
+      f.write(json.dumps(row) + '\n')
+      count += 1
+  os.replace(tmp, path)
+  return count
+
+
+def read_predictions(path: str) -> list[dict]:
+  """The rows of a predictions file, in file order."""
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,11 @@
+"""Names of the datasets' class labels, defined once: the builders encode labels with them and
+the tasks name predictions with them. Pure Python (configs import it)."""
+
+# IEMOCAP (MulT): four binary emotions, in the order of the label axis (N, 4).
+IEMOCAP_EMOTIONS = ('Neutral', 'Happy', 'Sad', 'Angry')
+# MELD: `label` is the index in MELD_EMOTIONS, `sentiment` the index in MELD_SENTIMENTS.
+MELD_EMOTIONS = ('neutral', 'surprise', 'fear', 'sadness', 'joy', 'disgust', 'anger')
+MELD_SENTIMENTS = ('negative', 'neutral', 'positive')
+
+# (dataset, target field) -> class names of a classification run on it.
+CLASS_NAMES = {('meld', 'label'): MELD_EMOTIONS, ('meld', 'sentiment'): MELD_SENTIMENTS}

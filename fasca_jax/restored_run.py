@@ -1,0 +1,69 @@
+"""A trained run restored for inference: its config, its best parameters, a jitted forward pass,
+and its examples by id. Used by predict.py (through `media_prediction`) and visualize.py."""
+
+import jax
+import ml_collections
+import numpy as np
+
+from fasca_jax import checkpoints
+from fasca_jax import config_io
+from fasca_jax import evaluation
+from fasca_jax import input_pipeline
+from fasca_jax.models import fasca_net
+
+
+class RestoredRun:
+  """A training run restored from its workdir.
+
+  Attributes:
+    config: the run's config (workdir/config.json unless given).
+    params: parameters of its best checkpoint.
+    model: the FascaNet the config builds.
+  """
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict | None = None):
+    self.workdir = workdir
+    self.config = config if config is not None else config_io.load(workdir)
+    self.params = checkpoints.restore_best(self.config, workdir)[0].params
+    self.model = fasca_net.build(self.config)
+    self._apply = jax.jit(lambda p, x, m: self.model.apply({'params': p}, x, m, train=False))
+
+  def batch(self, features: dict[str, np.ndarray], example_id: str = '') -> dict:
+    """One example in the input pipeline's batch layout (batch of 1), cropped and padded as
+    training does.
+
+    Args:
+      features: modality -> (T_m, D_m) float32 features, for every modality of the config.
+      example_id: its id.
+
+    Returns:
+      m: (1, L_m, D_m) cropped / zero-padded to config.max_len, m_mask: (1, L_m), m_len: (1,).
+    """
+    max_len = {m: int(self.config.max_len[m]) for m in self.config.modalities}
+    return input_pipeline.example_batch({'id': example_id.encode(), **features},
+                                        max_len=max_len)
+
+  def find(self, split: str, example_id: str) -> dict:
+    """The example `example_id` of `split` ('train', 'valid' or 'test') as a batch of 1.
+
+    Raises:
+      KeyError: the id is not in the split; the message names the split and a few valid ids.
+    """
+    if split not in evaluation.SPLITS:
+      raise ValueError(f'unknown split {split!r}: expected one of {sorted(evaluation.SPLITS)}')
+    dataset = input_pipeline.open_dataset(self.config)
+    ids = input_pipeline.split_summary(dataset, evaluation.SPLITS[split]).ids
+    where = np.flatnonzero(ids == example_id)
+    if not where.size:
+      raise KeyError(f'id {example_id!r} not found in split {split!r} of {dataset.name} '
+                     f'({len(ids)} examples); e.g. {", ".join(ids[:5])}')
+    index = int(where[0])
+    record = dataset.source(evaluation.SPLITS[split])[index]
+    return input_pipeline.example_batch(record, max_len=dataset.max_len,
+                                        targets=dataset.targets, index=index)
+
+  def apply(self, batch: dict):
+    """Forward pass (no dropout) -> (outputs, intermediates) as NumPy, see FascaNet."""
+    inputs = {m: batch[m] for m in self.config.modalities}
+    masks = {m: batch[f'{m}_mask'] for m in self.config.modalities}
+    return jax.device_get(self._apply(self.params, inputs, masks))

@@ -1,0 +1,91 @@
+"""The runner of many named runs: seed configs, the one notion of a finished run, and the
+ablation runner training a variant and reusing another."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import synthetic
+from fasca_jax import ablations
+from fasca_jax import checkpoints
+from fasca_jax import config_io
+from fasca_jax import input_pipeline
+from fasca_jax import runs
+from fasca_jax import tables
+
+
+def tiny():
+  config = synthetic.get_config('tiny')
+  config.model.num_fusion_layers = 2
+  return config
+
+
+@pytest.mark.parametrize('text,seeds', [('', ()), ('1111', (1111,)),
+                                        ('1111,1112, 1113', (1111, 1112, 1113))])
+def test_parse_seeds(text, seeds):
+  assert runs.parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize('text', ['1111;1112', '1111,1111', '-1', 'abc'])
+def test_bad_seeds_are_a_clear_error(text):
+  with pytest.raises(ValueError, match=r'config.seeds='):
+    runs.parse_seeds(text)
+
+
+def test_seed_config_sets_the_seed_and_leaves_the_sweep_config_alone():
+  config = synthetic.get_config('tiny')
+  config.seeds = '1111,1112'
+  single = runs.seed_config(config, 1112)
+  assert (single.seed, single.seeds) == (1112, '')
+  assert (config.seed, config.seeds) == (1111, '1111,1112')
+
+
+def _fake_run(run_dir, steps, splits):
+  for step in steps:
+    os.makedirs(os.path.join(run_dir, checkpoints.CHECKPOINT_DIR, str(step)))
+  os.makedirs(os.path.join(run_dir, checkpoints.CHECKPOINT_DIR, '12.orbax-checkpoint-tmp-1'))
+  with open(os.path.join(run_dir, 'results.json'), 'w') as f:
+    json.dump({s: {'loss': 1.0} for s in splits}, f)
+
+
+def test_is_finished_needs_final_results_and_the_last_step(tmp_path):
+  assert not runs.is_finished(str(tmp_path / 'missing'), 12)
+  _fake_run(str(tmp_path / 'done'), (6, 12), ('valid', 'test'))
+  assert runs.is_finished(str(tmp_path / 'done'), 12)
+  assert not runs.is_finished(str(tmp_path / 'done'), 18)  # more epochs asked for: resume.
+  _fake_run(str(tmp_path / 'partial'), (6,), ('valid', 'test'))  # eval.py on a partial run.
+  assert not runs.is_finished(str(tmp_path / 'partial'), 12)
+  _fake_run(str(tmp_path / 'test_only'), (6, 12), ('test',))
+  assert not runs.is_finished(str(tmp_path / 'test_only'), 12)
+
+
+def test_run_trains_missing_variants_and_reuses_finished_ones(tmp_path):
+  """Runs the real tiny training for one variant; a finished variant (its last step saved and
+  its final results written) is reused."""
+  config = tiny()
+  config.data_dir = str(tmp_path / 'tfds')
+  config.num_epochs = 1
+  reused = {'valid': {'loss': 1.0}, 'test': {'loss': 2.0, 'MAE': 3.0}}
+  _fake_run(str(tmp_path / 'runs' / 'full'), (6,), ())  # tiny, 1 epoch: 6 steps.
+  with open(tmp_path / 'runs' / 'full' / 'results.json', 'w') as f:
+    json.dump(reused, f)
+  table = runs.run_ablations(config, str(tmp_path / 'runs'), ['full', 'no_fusion'])
+  assert table['full'] == {'params': runs.count_params(config), **reused}
+  with open(tmp_path / 'runs' / 'no_fusion' / 'results.json') as f:
+    trained = json.load(f)
+  assert table['no_fusion']['test'] == trained['test'] and np.isfinite(trained['test']['MAE'])
+  assert table['no_fusion']['params'] < table['full']['params']
+  with open(tmp_path / 'runs' / tables.ABLATION_JSON) as f:
+    assert json.load(f) == table
+  with open(tmp_path / 'runs' / tables.ABLATION_MD) as f:
+    assert f.read() == tables.ablation_markdown(table) + '\n'
+  # A dropped modality is not read from the data at all.
+  no_audio = input_pipeline.open_dataset(ablations.apply(config, 'no_audio'))
+  batch = next(iter(input_pipeline.make_batches(no_audio, 'validation', train=False,
+                                                global_batch_size=16, seed=0)))
+  assert {'text', 'vision'} <= set(batch) and not any(k.startswith('audio') for k in batch)
+  saved = config_io.load(str(tmp_path / 'runs' / 'no_fusion'))
+  assert saved.to_dict() == ablations.apply(config, 'no_fusion').to_dict()
+  assert not saved.model.use_fusion
