@@ -19,11 +19,13 @@ from fasca_jax import cli
 from fasca_jax import runs
 from fasca_jax import tables
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Base config (configs/*.py[:arg]).',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', None, 'Base config (configs/*.py[:arg]).', lock_config=True
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one run per variant.')
 _VARIANTS = flags.DEFINE_list(
-    'variants', None, f'Variants to run (default: all that apply), from {ablations.VARIANTS}.')
+  'variants', None, f'Variants to run (default: all that apply), from {ablations.VARIANTS}.'
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 

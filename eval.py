@@ -17,21 +17,24 @@ from fasca_jax import cli
 from fasca_jax import evaluation
 from fasca_jax import metrics
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', None, 'Config file (configs/*.py[:arg]).', lock_config=True
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
-_SPLIT = flags.DEFINE_multi_enum('split', ['test'], ['train', 'valid', 'test'],
-                                 'Split(s) to evaluate.')
-_PREDICTIONS = flags.DEFINE_string('predictions', None,
-                                   'Write per-example predictions of the split(s) to this JSONL '
-                                   'file.')
+_SPLIT = flags.DEFINE_multi_enum(
+  'split', ['test'], ['train', 'valid', 'test'], 'Split(s) to evaluate.'
+)
+_PREDICTIONS = flags.DEFINE_string(
+  'predictions', None, 'Write per-example predictions of the split(s) to this JSONL file.'
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   del argv
-  results = evaluation.evaluate_run(_CONFIG.value, _WORKDIR.value, tuple(_SPLIT.value),
-                                    predictions_path=_PREDICTIONS.value)
+  results = evaluation.evaluate_run(
+    _CONFIG.value, _WORKDIR.value, tuple(_SPLIT.value), predictions_path=_PREDICTIONS.value
+  )
   print(metrics.format_table(results))
 
 

@@ -28,29 +28,37 @@ from fasca_jax import cli
 from fasca_jax import media_prediction
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file (default: the run\'s own workdir/config.json).', lock_config=True)
+  'config', None, "Config file (default: the run's own workdir/config.json).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _VIDEO = flags.DEFINE_string('video', None, 'One media file (any container FFmpeg reads).')
 _TEXT = flags.DEFINE_string('text', None, 'What was said in --video (optional).')
 _INPUT_DIR = flags.DEFINE_string('input_dir', None, 'A folder of media files.')
 _OUTPUT = flags.DEFINE_string(
-    'output', None, 'JSONL output for --input_dir (default <input_dir>/predictions.jsonl).')
-_TEXT_MODEL_DIR = flags.DEFINE_string('text_model_dir', None,
-                                      'Text encoder checkpoint (default: the bundled MiniLM).')
+  'output', None, 'JSONL output for --input_dir (default <input_dir>/predictions.jsonl).'
+)
+_TEXT_MODEL_DIR = flags.DEFINE_string(
+  'text_model_dir', None, 'Text encoder checkpoint (default: the bundled MiniLM).'
+)
 flags.mark_flags_as_required(['workdir'])
 flags.register_multi_flags_validator(
-    ['video', 'input_dir'], lambda f: (f['video'] is None) != (f['input_dir'] is None),
-    'give exactly one of --video and --input_dir')
+  ['video', 'input_dir'],
+  lambda f: (f['video'] is None) != (f['input_dir'] is None),
+  'give exactly one of --video and --input_dir',
+)
 flags.register_multi_flags_validator(
-    ['text', 'input_dir'], lambda f: f['text'] is None or f['input_dir'] is None,
-    '--text goes with --video; with --input_dir put the text in <clip name>.txt')
+  ['text', 'input_dir'],
+  lambda f: f['text'] is None or f['input_dir'] is None,
+  '--text goes with --video; with --input_dir put the text in <clip name>.txt',
+)
 
 
 def main(argv):
   del argv
   try:
-    predictor = media_prediction.MediaPredictor(_WORKDIR.value, _CONFIG.value,
-                                                _TEXT_MODEL_DIR.value)
+    predictor = media_prediction.MediaPredictor(
+      _WORKDIR.value, _CONFIG.value, _TEXT_MODEL_DIR.value
+    )
     if _VIDEO.value:
       if _TEXT.value is None:
         logging.warning('No --text: %s is predicted with empty text.', _VIDEO.value)
@@ -63,8 +71,10 @@ def main(argv):
   except (media_prediction.InputError, MediaError, FileNotFoundError) as e:
     raise SystemExit(f'predict.py: {e}') from e
   for r in results:
-    print(f'{r["file"]}: ' + (r['prediction'] if 'prediction' in r
-                              else f'{r["score"]:+.4f} ({r["sentiment"]})'))
+    print(
+      f'{r["file"]}: '
+      + (r['prediction'] if 'prediction' in r else f'{r["score"]:+.4f} ({r["sentiment"]})')
+    )
   for path, reason in failed.items():
     print(f'skipped {path}: {reason}', file=sys.stderr)
   print(f'{len(results)} clips predicted into {output}; {len(failed)} skipped.')

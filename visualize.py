@@ -19,9 +19,10 @@ from fasca_jax import alignment_plots
 from fasca_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file (default: the run\'s own workdir/config.json).', lock_config=True)
+  'config', None, "Config file (default: the run's own workdir/config.json).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
-_ID = flags.DEFINE_string('id', None, 'Example id (the dataset\'s `id` field).')
+_ID = flags.DEFINE_string('id', None, "Example id (the dataset's `id` field).")
 _SPLIT = flags.DEFINE_enum('split', 'test', ['train', 'valid', 'test'], 'Split holding the id.')
 _OUT_DIR = flags.DEFINE_string('out_dir', None, 'Output folder (default WORKDIR/alignment/<id>).')
 flags.mark_flags_as_required(['workdir', 'id'])
@@ -30,12 +31,16 @@ flags.mark_flags_as_required(['workdir', 'id'])
 def main(argv):
   del argv
   try:
-    paths = alignment_plots.write_plots(_WORKDIR.value, _ID.value, _SPLIT.value, _CONFIG.value,
-                                        _OUT_DIR.value)
+    paths = alignment_plots.write_plots(
+      _WORKDIR.value, _ID.value, _SPLIT.value, _CONFIG.value, _OUT_DIR.value
+    )
   except (KeyError, FileNotFoundError) as e:
     raise SystemExit(f'visualize.py: {e.args[0]}') from e
-  print('\n'.join(paths) if paths else
-        'Nothing to plot: this run has no FGFA pair and no cross-modal attention.')
+  print(
+    '\n'.join(paths)
+    if paths
+    else 'Nothing to plot: this run has no FGFA pair and no cross-modal attention.'
+  )
 
 
 if __name__ == '__main__':

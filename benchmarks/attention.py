@@ -12,7 +12,9 @@ uses) runs the same maths on the same threads. Median of --repeats after a warm-
 frameworks alternate. The last column is which method `attention.resolve_method('auto', ...)`
 picks for the shape on this backend.
 """
+
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -39,6 +41,11 @@ def inputs(batch, tq, tk, seed=0):
   return q, k, v, mask
 
 
+def _block(step, *args):
+  """Runs `step(*args)` and waits for the result."""
+  return jax.block_until_ready(step(*args))
+
+
 def jax_step(method, mask):
   """Jitted value-and-grad of sum(attention ** 2) w.r.t. q, k, v."""
   loss = lambda q, k, v: (attention.dot_product_attention(q, k, v, mask, method) ** 2).sum()
@@ -55,8 +62,9 @@ def torch_step(torch, q, k, v, mask):
     for a in (tq, tk, tv):
       a.grad = None
     out = torch.nn.functional.scaled_dot_product_attention(
-        heads(tq), heads(tk), heads(tv), attn_mask=tmask)
-    (out ** 2).sum().backward()
+      heads(tq), heads(tk), heads(tv), attn_mask=tmask
+    )
+    (out**2).sum().backward()
 
   return run
 
@@ -68,7 +76,7 @@ def median_ms(runners: dict, repeats: int) -> dict:
   names = list(runners)
   times = {n: [] for n in names}
   for r in range(repeats):
-    for n in names[r % len(names):] + names[:r % len(names)]:
+    for n in names[r % len(names) :] + names[: r % len(names)]:
       t = time.perf_counter()
       runners[n]()
       times[n].append(time.perf_counter() - t)
@@ -86,26 +94,35 @@ def main(argv=None):
     if args.no_torch:
       raise ImportError
     import torch  # pylint: disable=g-import-not-at-top
+
     torch.set_num_threads(len(os.sched_getaffinity(0)))
   except ImportError:
     torch = None
-  print(f'backend={jax.default_backend()} batch={args.batch} heads={NUM_HEADS}x{HEAD_DIM} '
-        f'(forward+backward, ms)')
-  print(f'{"Tq x Tk":>10} {"dense":>9} {"chunked":>9} {"d/c":>6} '
-        f'{"torch":>9} {"t/c":>6}  auto')
+  print(
+    f'backend={jax.default_backend()} batch={args.batch} heads={NUM_HEADS}x{HEAD_DIM} '
+    f'(forward+backward, ms)'
+  )
+  print(f'{"Tq x Tk":>10} {"dense":>9} {"chunked":>9} {"d/c":>6} {"torch":>9} {"t/c":>6}  auto')
   for shape in args.shapes.split(','):
     tq, tk = (int(s) for s in shape.split('x'))
     q, k, v, mask = inputs(args.batch, tq, tk)
-    runners = {m: (lambda f=jax_step(m, mask): jax.block_until_ready(f(q, k, v)))
-               for m in ('dense', 'chunked')}
+    runners = {
+      m: functools.partial(_block, jax_step(m, mask), q, k, v) for m in ('dense', 'chunked')
+    }
     if torch is not None:
       runners['torch'] = torch_step(torch, q, k, v, mask)
     ms = median_ms(runners, args.repeats)
-    t_cols = (f'{ms["torch"]:9.1f} {ms["torch"] / ms["chunked"]:6.2f}' if torch is not None
-              else f'{"-":>9} {"-":>6}')
-    print(f'{shape:>10} {ms["dense"]:9.1f} {ms["chunked"]:9.1f} '
-          f'{ms["dense"] / ms["chunked"]:6.2f} {t_cols}  '
-          f'{attention.resolve_method("auto", tq, tk)}', flush=True)
+    t_cols = (
+      f'{ms["torch"]:9.1f} {ms["torch"] / ms["chunked"]:6.2f}'
+      if torch is not None
+      else f'{"-":>9} {"-":>6}'
+    )
+    print(
+      f'{shape:>10} {ms["dense"]:9.1f} {ms["chunked"]:9.1f} '
+      f'{ms["dense"] / ms["chunked"]:6.2f} {t_cols}  '
+      f'{attention.resolve_method("auto", tq, tk)}',
+      flush=True,
+    )
 
 
 if __name__ == '__main__':

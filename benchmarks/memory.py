@@ -15,6 +15,7 @@ includes Python, JAX/XLA (compilation too), TFDS and grain. Cases:
   split and over one `split_scale` times larger: the peak must not grow with the split.
 Random features make the run's metrics meaningless; only shapes and memory matter here.
 """
+
 import argparse
 import os
 import pickle
@@ -33,8 +34,13 @@ BATCH = 32
 def _measure(args, env=None) -> tuple[float, float, str]:
   """Runs `python args...` in the repository -> (peak RSS MiB, seconds, output tail)."""
   start = time.time()
-  proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env or os.environ,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  proc = subprocess.Popen(
+    [sys.executable, *args],
+    cwd=REPO,
+    env=env or os.environ,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+  )
   out = proc.stdout.read().decode(errors='replace')
   _, status, usage = os.wait4(proc.pid, 0)
   code = os.waitstatus_to_exitcode(status)
@@ -48,8 +54,9 @@ def write_mosei_pickle(directory: str, sizes: dict[str, int], seed: int = 0):
   rng = np.random.default_rng(seed)
   data = {}
   for split, n in sizes.items():
-    part = {m: rng.standard_normal((n, MOSEI_STEPS[m], d), np.float32)
-            for m, d in MOSEI_DIMS.items()}
+    part = {
+      m: rng.standard_normal((n, MOSEI_STEPS[m], d), np.float32) for m, d in MOSEI_DIMS.items()
+    }
     part['audio_lengths'] = np.full(n, MOSEI_STEPS['audio'])
     part['vision_lengths'] = np.full(n, MOSEI_STEPS['vision'])
     part['id'] = np.array([f'video{split}{i}$_${i}' for i in range(n)], dtype=object)
@@ -66,8 +73,16 @@ def build_mosei(root: str, train_examples: int) -> tuple[str, float]:
   manual, data_dir = os.path.join(root, 'manual'), os.path.join(root, 'tfds')
   if not os.path.isdir(os.path.join(data_dir, 'cmu_mosei')):
     write_mosei_pickle(manual, {'train': train_examples, 'valid': 64, 'test': 64})
-    _measure(['-m', 'data_prep.build', '--dataset=cmu_mosei', '--config=mmsa_unaligned',
-              f'--manual_dir={manual}', f'--data_dir={data_dir}'])
+    _measure(
+      [
+        '-m',
+        'data_prep.build',
+        '--dataset=cmu_mosei',
+        '--config=mmsa_unaligned',
+        f'--manual_dir={manual}',
+        f'--data_dir={data_dir}',
+      ]
+    )
     os.remove(os.path.join(manual, 'unaligned_50.pkl'))
   split_bytes = 0
   for path, _, files in os.walk(data_dir):
@@ -80,11 +95,13 @@ def pipeline_pass(data_dir: str):
   sys.path.insert(0, REPO)
   from configs import mosei  # pylint: disable=g-import-not-at-top
   from fasca_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   config = mosei.get_config('unaligned')
   config.data_dir = data_dir
   dataset = input_pipeline.open_dataset(config)
-  batches = input_pipeline.make_batches(dataset, 'train', train=True, global_batch_size=BATCH,
-                                        seed=0, process_index=0, process_count=1)
+  batches = input_pipeline.make_batches(
+    dataset, 'train', train=True, global_batch_size=BATCH, seed=0, process_index=0, process_count=1
+  )
   count = dataset.num_examples('train') // BATCH
   for _ in range(count):
     batch = next(batches)
@@ -105,27 +122,45 @@ def main():
   rows = []
   stamp = str(int(time.time()))
   rss, secs, _ = _measure(
-      ['train.py', '--config=configs/synthetic.py:tiny',
-       f'--workdir={os.path.join(args.workdir, "runs", "tiny" + stamp)}',
-       f'--config.data_dir={os.path.join(args.workdir, "synthetic")}'], env)
+    [
+      'train.py',
+      '--config=configs/synthetic.py:tiny',
+      f'--workdir={os.path.join(args.workdir, "runs", "tiny" + stamp)}',
+      f'--config.data_dir={os.path.join(args.workdir, "synthetic")}',
+    ],
+    env,
+  )
   rows.append(('train.py synthetic.py:tiny (2 epochs + eval)', '-', rss, secs))
 
-  small, small_mib = build_mosei(os.path.join(args.workdir, 'mosei_small'),
-                                 args.train_steps * BATCH)
+  small, small_mib = build_mosei(
+    os.path.join(args.workdir, 'mosei_small'), args.train_steps * BATCH
+  )
   rss, secs, _ = _measure(
-      ['train.py', '--config=configs/mosei.py:unaligned',
-       f'--workdir={os.path.join(args.workdir, "runs", "mosei" + stamp)}',
-       f'--config.data_dir={small}', '--config.num_epochs=1'], env)
-  rows.append((f'train.py mosei.py:unaligned ({args.train_steps} steps of 32 + eval)',
-               f'{small_mib:.0f}', rss, secs))
+    [
+      'train.py',
+      '--config=configs/mosei.py:unaligned',
+      f'--workdir={os.path.join(args.workdir, "runs", "mosei" + stamp)}',
+      f'--config.data_dir={small}',
+      '--config.num_epochs=1',
+    ],
+    env,
+  )
+  rows.append(
+    (
+      f'train.py mosei.py:unaligned ({args.train_steps} steps of 32 + eval)',
+      f'{small_mib:.0f}',
+      rss,
+      secs,
+    )
+  )
 
-  large, large_mib = build_mosei(os.path.join(args.workdir, 'mosei_large'),
-                                 args.split_scale * args.train_steps * BATCH)
+  large, large_mib = build_mosei(
+    os.path.join(args.workdir, 'mosei_large'), args.split_scale * args.train_steps * BATCH
+  )
   for data_dir, mib in ((small, small_mib), (large, large_mib)):
     rss, secs, out = _measure([os.path.abspath(__file__), f'--pipeline_pass={data_dir}'], env)
     count = out.strip().splitlines()[-1].split()[-1]
-    rows.append((f'input pipeline only, one pass ({count} batches of 32)', f'{mib:.0f}', rss,
-                 secs))
+    rows.append((f'input pipeline only, one pass ({count} batches of 32)', f'{mib:.0f}', rss, secs))
 
   print(f'| {"run":54} | train split on disk MiB | peak RSS MiB | wall s |')
   print(f'|{"-" * 56}|-----------------------:|-------------:|-------:|')

@@ -53,7 +53,7 @@ def masked_fill(x, mask):
   return x * mask[..., None].to(x.dtype)
 
 
-# --- fusion ----------------------------------------------------------------------------------------
+# --- fusion --------------------------------------------------------------------------------------
 class MultiHeadAttention(nn.Module):
   """Multi-head attention with a boolean key mask (True = real step).  layers.MultiHeadAttention."""
 
@@ -70,8 +70,12 @@ class MultiHeadAttention(nn.Module):
     b, tq, d = q.shape
     heads = lambda a: a.view(b, a.shape[1], self.num_heads, -1).transpose(1, 2)  # (B, N, T, H)
     ctx = F.scaled_dot_product_attention(
-        heads(self.query(q)), heads(self.key(kv)), heads(self.value(kv)),
-        attn_mask=kv_mask[:, None, None, :], dropout_p=self.dropout if self.training else 0.0)
+      heads(self.query(q)),
+      heads(self.key(kv)),
+      heads(self.value(kv)),
+      attn_mask=kv_mask[:, None, None, :],
+      dropout_p=self.dropout if self.training else 0.0,
+    )
     return self.out(ctx.transpose(1, 2).reshape(b, tq, d))
 
 
@@ -80,7 +84,11 @@ class FeedForward(nn.Module):
 
   def __init__(self, d, mult, dropout):
     super().__init__()
-    self.up, self.down, self.drop = nn.Linear(d, mult * d), nn.Linear(mult * d, d), nn.Dropout(dropout)
+    self.up, self.down, self.drop = (
+      nn.Linear(d, mult * d),
+      nn.Linear(mult * d, d),
+      nn.Dropout(dropout),
+    )
 
   def forward(self, x):
     return self.down(self.drop(gelu(self.up(x))))
@@ -133,7 +141,7 @@ class TriModalFusion(nn.Module):
     return outs
 
 
-# --- deformable convolution ------------------------------------------------------------------------
+# --- deformable convolution ----------------------------------------------------------------------
 def _bilinear_corners(h, w, height, width):
   """torchvision's bilinear rule: corner indices (..., 4) and weights (..., 4), 0 when outside."""
   inside = (h > -1) & (h < height) & (w > -1) & (w < width)
@@ -147,8 +155,9 @@ def _bilinear_corners(h, w, height, width):
   return rows, cols, weights * valid
 
 
-def deform_conv2d(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0),
-                  dilation=(1, 1), mask=None):
+def deform_conv2d(
+  input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), mask=None
+):
   """Modulated deformable convolution with `torchvision.ops.deform_conv2d`'s signature.
 
   Args:
@@ -189,7 +198,7 @@ def deform_conv2d(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0
   return out if bias is None else out + bias[:, None, None]
 
 
-# --- alignment -------------------------------------------------------------------------------------
+# --- alignment -----------------------------------------------------------------------------------
 def resample_to(x, x_mask, ref_mask):
   """alignment.resample_to: linear resampling of real steps onto the reference's real length.
 
@@ -205,8 +214,9 @@ def resample_to(x, x_mask, ref_mask):
   lo = lo.long()
   hi = torch.minimum(lo + 1, (lx - 1).clamp(min=0)[:, None])
   positions = torch.arange(tx, device=x.device)
-  w = (((lo + 1)[..., None] == positions) * (1 - frac)[..., None]
-       + ((hi + 1)[..., None] == positions) * frac[..., None])  # (B, Tr, Tx)
+  w = ((lo + 1)[..., None] == positions) * (1 - frac)[..., None] + (
+    (hi + 1)[..., None] == positions
+  ) * frac[..., None]  # (B, Tr, Tx)
   real = (u[None, :] >= 0) & (u[None, :] < lr[:, None]) & (lx[:, None] > 0)
   w = torch.where(real[..., None], w, 0.0)
   w[:, 0, 0] = 1.0
@@ -228,8 +238,9 @@ class ChannelAttention(nn.Module):
 
   def forward(self, x):
     b, t, c = x.shape
-    q, k, v = (a.reshape(b, t, self.num_heads, -1)
-               for a in self.qkv_dw(self.qkv(x)).chunk(3, -1))  # (B, T, N, C')
+    q, k, v = (
+      a.reshape(b, t, self.num_heads, -1) for a in self.qkv_dw(self.qkv(x)).chunk(3, -1)
+    )  # (B, T, N, C')
     q = q / (torch.linalg.vector_norm(q, dim=1, keepdim=True) + 1e-6)
     k = k / (torch.linalg.vector_norm(k, dim=1, keepdim=True) + 1e-6)
     logits = torch.einsum('btnc,btnd->bncd', q, k) * self.temperature[None, :, None, None]
@@ -272,8 +283,11 @@ class RBFE(nn.Module):
     self.num_blocks = num_blocks
     for i in range(num_blocks):
       self.add_module(f'bfa_{i}', BFA(c, num_heads))
-    self.fuse, self.resid_in, self.resid_out = TimeConv(2 * c, c), TimeConv(c, 2 * c), TimeConv(
-        2 * c, c)
+    self.fuse, self.resid_in, self.resid_out = (
+      TimeConv(2 * c, c),
+      TimeConv(c, 2 * c),
+      TimeConv(2 * c, c),
+    )
 
   def forward(self, ref, feat, mask):
     for i in range(self.num_blocks):
@@ -308,11 +322,18 @@ class FAR(nn.Module):
     offsets, tap_mask = self.offsets(feat), torch.sigmoid(self.mask(feat))
     nchw = lambda a: a.transpose(1, 2).unsqueeze(2)  # (B, T, C) -> (B, C, 1, T)
     aligned = deform_conv2d(
-        nchw(x), nchw(offsets), self.kernel, self.bias,
-        padding=(d * (kh - 1) // 2, d * (kw - 1) // 2), dilation=(d, d),
-        mask=nchw(tap_mask))  # (B, C, 1, T)
-    return masked_fill(aligned[:, :, 0].transpose(1, 2), mask), {'offsets': offsets,
-                                                                 'mask': tap_mask}
+      nchw(x),
+      nchw(offsets),
+      self.kernel,
+      self.bias,
+      padding=(d * (kh - 1) // 2, d * (kw - 1) // 2),
+      dilation=(d, d),
+      mask=nchw(tap_mask),
+    )  # (B, C, 1, T)
+    return masked_fill(aligned[:, :, 0].transpose(1, 2), mask), {
+      'offsets': offsets,
+      'mask': tap_mask,
+    }
 
 
 class FGFA(nn.Module):
@@ -320,7 +341,10 @@ class FGFA(nn.Module):
 
   def __init__(self, text_dim, partner_dim, d_align, dilation, kernel_size, num_bfa, bfa_heads):
     super().__init__()
-    self.proj_text, self.proj_partner = nn.Linear(text_dim, d_align), nn.Linear(partner_dim, d_align)
+    self.proj_text, self.proj_partner = (
+      nn.Linear(text_dim, d_align),
+      nn.Linear(partner_dim, d_align),
+    )
     self.fuse = nn.Linear(2 * d_align, d_align)
     self.far = FAR(d_align, kernel_size, dilation, max(d_align // 2, 1))
     self.rbfe = RBFE(d_align, num_bfa, bfa_heads)
@@ -335,7 +359,7 @@ class FGFA(nn.Module):
     return self.rbfe(ref, aligned, text_mask)[:, 0], far
 
 
-# --- head and model --------------------------------------------------------------------------------
+# --- head and model ------------------------------------------------------------------------------
 def output_size(task, num_classes):
   return {'regression': 1, 'classification': num_classes, 'iemocap': 2 * IEMOCAP_EMOTIONS}[task]
 
@@ -361,23 +385,51 @@ class TaskHead(nn.Module):
 class FascaNet(nn.Module):
   """fasca_net.FascaNet: CLS tokens, fusion layers, FGFA pairs, task head(s)."""
 
-  def __init__(self, dims: Mapping[str, int], task: str, num_classes: int, *, d_model=256,
-               num_heads=8, num_fusion_layers=1, ffn_mult=4, dropout=0.1, attn_dropout=0.0,
-               use_fusion=True, d_align=64, align_pairs: Sequence[str] = ('audio', 'vision'),
-               dilations: Mapping[str, int] = None, far_kernel=(3, 3), num_bfa=2, bfa_heads=4,
-               head_hidden=256, aux_heads=False):
+  def __init__(
+    self,
+    dims: Mapping[str, int],
+    task: str,
+    num_classes: int,
+    *,
+    d_model=256,
+    num_heads=8,
+    num_fusion_layers=1,
+    ffn_mult=4,
+    dropout=0.1,
+    attn_dropout=0.0,
+    use_fusion=True,
+    d_align=64,
+    align_pairs: Sequence[str] = ('audio', 'vision'),
+    dilations: Mapping[str, int] = None,
+    far_kernel=(3, 3),
+    num_bfa=2,
+    bfa_heads=4,
+    head_hidden=256,
+    aux_heads=False,
+  ):
     super().__init__()
     self.modalities = list(dims)
     for m, d in dims.items():
       self.register_parameter(f'cls_{m}', nn.Parameter(0.02 * torch.randn(1, 1, d)))
     self.num_fusion_layers = num_fusion_layers if use_fusion else 0
     for i in range(self.num_fusion_layers):
-      self.add_module(f'fusion_{i}', TriModalFusion(dims, d_model, num_heads, ffn_mult, dropout,
-                                                    attn_dropout))
+      self.add_module(
+        f'fusion_{i}', TriModalFusion(dims, d_model, num_heads, ffn_mult, dropout, attn_dropout)
+      )
     self.pairs = [p for p in align_pairs if REFERENCE in dims and p in dims and p != REFERENCE]
     for p in self.pairs:
-      self.add_module(f'fgfa_{p}', FGFA(dims[REFERENCE], dims[p], d_align, (dilations or {}).get(
-          p, 1), far_kernel, num_bfa, bfa_heads))
+      self.add_module(
+        f'fgfa_{p}',
+        FGFA(
+          dims[REFERENCE],
+          dims[p],
+          d_align,
+          (dilations or {}).get(p, 1),
+          far_kernel,
+          num_bfa,
+          bfa_heads,
+        ),
+      )
     head_in = len(self.pairs) * d_align + sum(dims.values())
     self.head = TaskHead(head_in, task, num_classes, head_hidden, dropout)
     self.aux_heads = aux_heads
@@ -405,7 +457,8 @@ class FascaNet(nn.Module):
     pooled, intermediates = [], {}
     for p in self.pairs:
       out, intermediates[f'{p}_far'] = getattr(self, f'fgfa_{p}')(
-          xs[REFERENCE], ms[REFERENCE], xs[p], ms[p])
+        xs[REFERENCE], ms[REFERENCE], xs[p], ms[p]
+      )
       pooled.append(out)
     cls_vectors = [xs[m][:, 0] for m in self.modalities]
     outputs = {'main': self.head(torch.cat(pooled + cls_vectors, -1))}
@@ -418,15 +471,28 @@ def build(config) -> FascaNet:
   """The torch twin of `fasca_net.build(config)` (float32)."""
   m = config.model
   return FascaNet(
-      {k: config.dims[k] for k in config.modalities}, config.task, config.num_classes,
-      d_model=m.d_model, num_heads=m.num_heads, num_fusion_layers=m.num_fusion_layers,
-      ffn_mult=m.ffn_mult, dropout=m.dropout, attn_dropout=m.attn_dropout,
-      use_fusion=m.use_fusion, d_align=m.d_align, align_pairs=tuple(m.align_pairs),
-      dilations=dict(m.dilations), far_kernel=tuple(m.far_kernel), num_bfa=m.num_bfa,
-      bfa_heads=m.bfa_heads, head_hidden=m.head_hidden, aux_heads=m.aux_heads)
+    {k: config.dims[k] for k in config.modalities},
+    config.task,
+    config.num_classes,
+    d_model=m.d_model,
+    num_heads=m.num_heads,
+    num_fusion_layers=m.num_fusion_layers,
+    ffn_mult=m.ffn_mult,
+    dropout=m.dropout,
+    attn_dropout=m.attn_dropout,
+    use_fusion=m.use_fusion,
+    d_align=m.d_align,
+    align_pairs=tuple(m.align_pairs),
+    dilations=dict(m.dilations),
+    far_kernel=tuple(m.far_kernel),
+    num_bfa=m.num_bfa,
+    bfa_heads=m.bfa_heads,
+    head_hidden=m.head_hidden,
+    aux_heads=m.aux_heads,
+  )
 
 
-# --- parameters from Flax --------------------------------------------------------------------------
+# --- parameters from Flax ------------------------------------------------------------------------
 def _flatten(tree, prefix=()):
   """Nested mapping -> {path tuple: leaf}."""
   flat = {}
@@ -482,7 +548,7 @@ def load_flax_params(model: nn.Module, params) -> nn.Module:
   return model
 
 
-# --- loss and training step ------------------------------------------------------------------------
+# --- loss and training step ----------------------------------------------------------------------
 def per_example_loss(task, y, target):
   """tasks.per_example_loss: L1, cross-entropy, or IEMOCAP 4 x 2-way cross-entropy -> (B,)."""
   if task == 'regression':
@@ -502,8 +568,11 @@ def loss_fn(config, model, batch):
   target, valid = batch[config.target_key], batch['valid'].float()
   masked_mean = lambda v: (v * valid).sum() / valid.sum().clamp(min=1.0)
   loss = masked_mean(per_example_loss(config.task, outputs['main'], target))
-  aux = [masked_mean(per_example_loss(config.task, y, target))
-         for k, y in outputs.items() if k.startswith('aux_')]
+  aux = [
+    masked_mean(per_example_loss(config.task, y, target))
+    for k, y in outputs.items()
+    if k.startswith('aux_')
+  ]
   if aux and config.aux_loss_weight:
     loss = loss + config.aux_loss_weight * sum(aux) / len(aux)
   return loss
@@ -521,8 +590,14 @@ def make_optimizer(config, model, total_steps, steps_per_epoch):
     t = min(step - warmup, decay - warmup) / (decay - warmup)
     return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
-  opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.b1, o.b2), eps=1e-8,
-                          weight_decay=o.weight_decay, fused=True)
+  opt = torch.optim.AdamW(
+    model.parameters(),
+    lr=o.lr,
+    betas=(o.b1, o.b2),
+    eps=1e-8,
+    weight_decay=o.weight_decay,
+    fused=True,
+  )
   return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 

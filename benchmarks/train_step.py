@@ -1,16 +1,16 @@
 """Train-step race at CMU-MOSEI shape: JAX (jit) vs the same model in PyTorch, one process.
 
-  python benchmarks/train_step.py --quick   # < 5 min on 2 CPU cores: aligned b32 + b128, unaligned b32
+  python benchmarks/train_step.py --quick   # < 5 min, 2 CPU cores: aligned b32, b128; unaligned b32
   python benchmarks/train_step.py           # aligned and unaligned x batch 32 and 128
   python benchmarks/train_step.py --cases=aligned --batch_sizes=32,64 --torch_compile
 
 One step = forward + backward + global-norm clipping + AdamW, with the model and optimizer of
 `configs/mosei.py` (widths 768/74/35; 'aligned' lengths 50/50/50, 'unaligned' 50/500/500) and
 dropout on, on a fixed random batch whose real lengths vary in [T/5, T]. JAX runs
-`fasca_jax.steps.train_step` (the function `steps.JittedSteps` jits for `train_lib`), compiled ahead of time
-with the state donated; PyTorch runs `benchmarks/torch_reference.py` loaded with the same
-parameters (outputs and gradients match the Flax model: tests/test_torch_parity.py), eagerly and,
-with --torch_compile, under `torch.compile`.
+`fasca_jax.steps.train_step` (the function `steps.JittedSteps` jits for `train_lib`), compiled
+ahead of time with the state donated; PyTorch runs `benchmarks/torch_reference.py` loaded with
+the same parameters (outputs and gradients match the Flax model: tests/test_torch_parity.py),
+eagerly and, with --torch_compile, under `torch.compile`.
 
 Fairness: compilation and warm-up steps are excluded; in every round each framework runs
 `--steps` steps back to back and the order rotates between rounds; the table reports the median
@@ -37,6 +37,7 @@ aligned>` (eager torch).
 Needs only JAX, Flax, Optax, ml_collections (pure Python) and torch (+ grain/TFDS for the
 pipeline part).
 """
+
 import argparse
 import collections
 import copy
@@ -77,8 +78,10 @@ def case_config(case: str, batch_size: int):
 def random_batch(config, batch_size: int, seed: int = 0) -> dict:
   """NumPy batch in the input pipeline's layout; real lengths drawn in [T/5, T]."""
   rng = np.random.default_rng(seed)
-  batch = {'regression': rng.uniform(-3, 3, batch_size).astype(np.float32),
-           'valid': np.ones(batch_size, bool)}
+  batch = {
+    'regression': rng.uniform(-3, 3, batch_size).astype(np.float32),
+    'valid': np.ones(batch_size, bool),
+  }
   for m in config.modalities:
     t = config.max_len[m]
     batch[m] = rng.normal(size=(batch_size, t, config.dims[m])).astype(np.float32)
@@ -90,7 +93,9 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict:
 def xla_threads() -> int:
   """Threads in XLA:CPU's intra-op pool of this process (after its first computation)."""
   try:
-    names = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')]
+    names = [
+      open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')
+    ]
   except OSError:
     names = []
   return sum('XLAEigen' in n for n in names) or len(os.sched_getaffinity(0))
@@ -127,18 +132,26 @@ def step_fn(config):
   """(optimizer, the un-jitted `steps.train_step` of config's model and optimizer)."""
   model = fasca_net.build(config)
   tx, schedule = steps.make_optimizer(config, TOTAL_STEPS, STEPS_PER_EPOCH)
-  return tx, functools.partial(steps.train_step, model, tasks.from_config(config), tx, schedule,
-                               config)
+  return tx, functools.partial(
+    steps.train_step, model, tasks.from_config(config), tx, schedule, config
+  )
 
 
 def jax_runner(config, params, np_batch):
   """AOT-compiled train step on the default device -> (step fn, FLOPs/step, compile seconds)."""
   tx, train_step = step_fn(config)
   device = jax.devices()[0]
-  state = jax.device_put(steps.TrainState(
-      step=np.int32(0), seed=np.int32(config.seed), params=params, opt_state=tx.init(params),
+  state = jax.device_put(
+    steps.TrainState(
+      step=np.int32(0),
+      seed=np.int32(config.seed),
+      params=params,
+      opt_state=tx.init(params),
       nonfinite_count=np.int32(0),
-      first_nonfinite_step=np.int32(-1)), device)
+      first_nonfinite_step=np.int32(-1),
+    ),
+    device,
+  )
   batch = jax.device_put(np_batch, device)
   t = time.perf_counter()
   compiled = jax.jit(train_step, donate_argnums=(0,)).lower(state, batch).compile()
@@ -181,7 +194,7 @@ def time_alternating(runners: dict, rounds: int, steps_per_round: int) -> dict:
   names = list(runners)
   times = {n: [] for n in names}
   for r in range(rounds):
-    for n in names[r % len(names):] + names[:r % len(names)]:
+    for n in names[r % len(names) :] + names[: r % len(names)]:
       t = time.perf_counter()
       for _ in range(steps_per_round):
         runners[n]()
@@ -198,19 +211,23 @@ def bench_case(case, batch_size, params, torch_env, args, log):
   log(f'{case} b={batch_size}: JAX compile {compile_s:.1f} s, {flops / 1e9:.1f} GFLOP/step')
   if torch_env:
     torch, torch_reference, device = torch_env
-    runners['torch'] = torch_runner(torch, torch_reference, config, params, np_batch, device,
-                                    compile_model=False)
+    runners['torch'] = torch_runner(
+      torch, torch_reference, config, params, np_batch, device, compile_model=False
+    )
     if args.torch_compile:
       try:
-        compiled = torch_runner(torch, torch_reference, config, params, np_batch, device,
-                                compile_model=True)
+        compiled = torch_runner(
+          torch, torch_reference, config, params, np_batch, device, compile_model=True
+        )
         t = time.perf_counter()
         compiled()
         log(f'{case} b={batch_size}: torch.compile first step {time.perf_counter() - t:.1f} s')
         runners['torch.compile'] = compiled
       except Exception as e:  # pylint: disable=broad-except
-        log(f'{case} b={batch_size}: torch.compile failed, left out: '
-            f'{type(e).__name__}: {str(e)[:300]}')
+        log(
+          f'{case} b={batch_size}: torch.compile failed, left out: '
+          f'{type(e).__name__}: {str(e)[:300]}'
+        )
   for run in runners.values():
     for _ in range(args.warmup):
       run()
@@ -222,13 +239,16 @@ def bench_case(case, batch_size, params, torch_env, args, log):
 def write_mmsa_pickle(path, case: str, rng):
   """An MMSA-format pickle of random features at MOSEI widths and lengths (data_prep/mmsa.py)."""
   import pickle  # pylint: disable=g-import-not-at-top
+
   config = mosei.get_config(case)
   t = {m: config.max_len[m] for m in config.modalities}
   data = {}
   for split, n in PIPELINE_EXAMPLES.items():
-    part = {'id': np.array([f'v{split}{i}$_${i}' for i in range(n)], dtype=object),
-            'raw_text': np.array(['words'] * n, dtype=object),
-            'regression_labels': rng.uniform(-3, 3, n).astype(np.float32)}
+    part = {
+      'id': np.array([f'v{split}{i}$_${i}' for i in range(n)], dtype=object),
+      'raw_text': np.array(['words'] * n, dtype=object),
+      'regression_labels': rng.uniform(-3, 3, n).astype(np.float32),
+    }
     lengths = {m: rng.integers(max(t[m] // 5, 1), t[m] + 1, n) for m in t}
     if case == 'aligned':
       lengths['audio'] = lengths['vision'] = lengths['text']
@@ -263,13 +283,21 @@ def pipeline_rate(case: str, args, log):
     write_mmsa_pickle(os.path.join(manual_dir, name), case, np.random.default_rng(0))
   tfds.disable_progress_bar()
   input_pipeline.get_builder(config).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
-      file_format='array_record')
-  log(f'input pipeline {case}: {config.dataset.name}/{config.dataset.config} ready in '
-      f'{time.perf_counter() - t:.1f} s under {args.data_dir}')
+    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir), file_format='array_record'
+  )
+  log(
+    f'input pipeline {case}: {config.dataset.name}/{config.dataset.config} ready in '
+    f'{time.perf_counter() - t:.1f} s under {args.data_dir}'
+  )
   batches = input_pipeline.make_batches(
-      input_pipeline.open_dataset(config), 'train', train=True, global_batch_size=PIPELINE_BATCH,
-      seed=0, process_index=0, process_count=1)
+    input_pipeline.open_dataset(config),
+    'train',
+    train=True,
+    global_batch_size=PIPELINE_BATCH,
+    seed=0,
+    process_index=0,
+    process_count=1,
+  )
   for _ in range(2):
     next(batches)
   n = 6 if args.quick else 30
@@ -293,30 +321,52 @@ def print_table(results: dict, peak: float, frameworks: list):
     row = f'{case:<10}{batch:>6}{jax_s * 1e3:>9.0f}{batch / jax_s:>11.1f}'
     for f in others:
       s = times.get(f)
-      row += (f'{s * 1e3:>{len(f) + 5}.0f}{batch / s:>{len(f) + 9}.1f}{s / jax_s:>6.2f}x'
-              if s else f'{"-":>{len(f) + 5}}{"-":>{len(f) + 9}}{"-":>7}')
+      row += (
+        f'{s * 1e3:>{len(f) + 5}.0f}{batch / s:>{len(f) + 9}.1f}{s / jax_s:>6.2f}x'
+        if s
+        else f'{"-":>{len(f) + 5}}{"-":>{len(f) + 9}}{"-":>7}'
+      )
     row += f'{flops / 1e9:>11.1f}{flops / jax_s / 1e9:>9.1f}{flops / jax_s / peak:>7.1%}'
     print(row)
 
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--quick', action='store_true',
-                      help=f'cases {QUICK}, fewer repeats: < 5 minutes on 2 CPU cores.')
-  parser.add_argument('--cases', default=None,
-                      help=f'comma-separated subset of {CASES} (default: all; quick: see above).')
-  parser.add_argument('--batch_sizes', default=None,
-                      help='comma-separated batch sizes (default 32,128; quick: see above).')
+  parser.add_argument(
+    '--quick',
+    action='store_true',
+    help=f'cases {QUICK}, fewer repeats: < 5 minutes on 2 CPU cores.',
+  )
+  parser.add_argument(
+    '--cases',
+    default=None,
+    help=f'comma-separated subset of {CASES} (default: all; quick: see above).',
+  )
+  parser.add_argument(
+    '--batch_sizes',
+    default=None,
+    help='comma-separated batch sizes (default 32,128; quick: see above).',
+  )
   parser.add_argument('--no_torch', action='store_true', help='time JAX only.')
-  parser.add_argument('--torch_compile', action='store_true',
-                      help='also time the torch.compile\'d model (compilation excluded).')
-  parser.add_argument('--threads', type=int, default=None,
-                      help='pin the process to this many CPUs (default: all it may use).')
+  parser.add_argument(
+    '--torch_compile',
+    action='store_true',
+    help="also time the torch.compile'd model (compilation excluded).",
+  )
+  parser.add_argument(
+    '--threads',
+    type=int,
+    default=None,
+    help='pin the process to this many CPUs (default: all it may use).',
+  )
   parser.add_argument('--rounds', type=int, default=None, help='timed rounds (quick 2, else 5).')
   parser.add_argument('--steps', type=int, default=None, help='steps per round (default 1).')
   parser.add_argument('--warmup', type=int, default=1, help='untimed steps per framework.')
-  parser.add_argument('--data_dir', default=os.path.join(REPO, 'data', 'benchmarks'),
-                      help='where the MOSEI-shaped pipeline dataset is written and reused.')
+  parser.add_argument(
+    '--data_dir',
+    default=os.path.join(REPO, 'data', 'benchmarks'),
+    help='where the MOSEI-shaped pipeline dataset is written and reused.',
+  )
   parser.add_argument('--no_pipeline', action='store_true', help='skip the input pipeline rate.')
   args = parser.parse_args(argv)
   if args.cases or args.batch_sizes or not args.quick:
@@ -341,6 +391,7 @@ def load_torch(log):
     log('torch not installed: timing JAX only (pip install -r requirements-bench.txt)')
     return None
   from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   return torch, torch_reference, device
 
@@ -348,7 +399,7 @@ def load_torch(log):
 def main(argv=None):
   args = parse_args(argv)
   if args.threads:
-    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.threads]))
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
   t_start = time.perf_counter()
   log = lambda msg: print(f'[{time.perf_counter() - t_start:5.0f}s] {msg}', flush=True)
   on_cpu = jax.default_backend() == 'cpu'
@@ -356,26 +407,33 @@ def main(argv=None):
   threads = xla_threads()
   torch_env = None if args.no_torch else load_torch(log)
   jax_device = jax.devices()[0]
-  log(f'JAX {jax.__version__} on {jax_device.device_kind} ({jax_device.platform}), '
-      f'XLA intra-op threads {threads if on_cpu else "-"}; load average '
-      f'{os.getloadavg()[0]:.1f}; peak float32 matmul {peak / 1e9:.0f} GFLOP/s')
+  log(
+    f'JAX {jax.__version__} on {jax_device.device_kind} ({jax_device.platform}), '
+    f'XLA intra-op threads {threads if on_cpu else "-"}; load average '
+    f'{os.getloadavg()[0]:.1f}; peak float32 matmul {peak / 1e9:.0f} GFLOP/s'
+  )
   if torch_env:
     torch, _, device = torch_env
     torch.set_num_threads(threads)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
-    log(f'torch {torch.__version__} on {name} ({device.type}), intra-op threads '
-        f'{torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ["OMP_WAIT_POLICY"]}')
+    log(
+      f'torch {torch.__version__} on {name} ({device.type}), intra-op threads '
+      f'{torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ["OMP_WAIT_POLICY"]}'
+    )
   params = init_params(case_config('aligned', 2))
   results = {}
   for case, batch in args.pairs:
     results[(case, batch)] = bench_case(case, batch, params, torch_env, args, log)
   peak = max(peak, peak_matmul_flops(2048 if on_cpu else 8192, reps=3))
   log(f'load average {os.getloadavg()[0]:.1f}')
-  frameworks = list(collections.OrderedDict.fromkeys(
-      f for times, _ in results.values() for f in times))
-  print(f'\nTrain step (forward + backward + AdamW), median of {args.rounds} rounds x '
-        f'{args.steps} step(s); ratio = torch time / JAX time; peak float32 matmul '
-        f'{peak / 1e9:.0f} GFLOP/s.')
+  frameworks = list(
+    collections.OrderedDict.fromkeys(f for times, _ in results.values() for f in times)
+  )
+  print(
+    f'\nTrain step (forward + backward + AdamW), median of {args.rounds} rounds x '
+    f'{args.steps} step(s); ratio = torch time / JAX time; peak float32 matmul '
+    f'{peak / 1e9:.0f} GFLOP/s.'
+  )
   print_table(results, peak, frameworks)
   if not args.no_pipeline:
     print()
@@ -385,8 +443,10 @@ def main(argv=None):
       rate = pipeline_rate(case, args, log)
       if rate is not None:
         consume = 1 / results[(case, batch)][0]['jax']
-        print(f'input pipeline {case} b={PIPELINE_BATCH}: delivers {rate:.2f} batches/s, the JAX '
-              f'step consumes {consume:.3f} batches/s: {rate / consume:.0f}x (goal >= 5x)')
+        print(
+          f'input pipeline {case} b={PIPELINE_BATCH}: delivers {rate:.2f} batches/s, the JAX '
+          f'step consumes {consume:.3f} batches/s: {rate / consume:.0f}x (goal >= 5x)'
+        )
   aligned32 = results.get(('aligned', 32), ({}, 0))[0]
   if 'torch' in aligned32:
     print(f'speedup_vs_torch={aligned32["torch"] / aligned32["jax"]:.3f}')

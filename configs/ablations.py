@@ -16,9 +16,11 @@ from fasca_jax import ablations
 
 def get_config(arg=None):
   if not arg or ',' not in arg:
-    raise ValueError(f'configs/ablations.py needs the arg <dataset>[:<dataset arg>],<variant> '
-                     f'(e.g. synthetic:tiny,no_fusion), got {arg!r}; variants: '
-                     f'{ablations.VARIANTS}')
+    raise ValueError(
+      f'configs/ablations.py needs the arg <dataset>[:<dataset arg>],<variant> '
+      f'(e.g. synthetic:tiny,no_fusion), got {arg!r}; variants: '
+      f'{ablations.VARIANTS}'
+    )
   base, variant = arg.rsplit(',', 1)
   dataset, _, dataset_arg = base.partition(':')
   try:

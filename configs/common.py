@@ -8,8 +8,9 @@ stack), so loading a config is cheap and works wherever ml_collections is instal
 from collections.abc import Sequence
 
 
-def parse_arg(arg: str | None, *, allowed: Sequence[str | None], default: str | None,
-              config_file: str) -> str | None:
+def parse_arg(
+  arg: str | None, *, allowed: Sequence[str | None], default: str | None, config_file: str
+) -> str | None:
   """The config arg of `configs/<config_file>.py`: `arg`, or `default` when it is empty.
 
   Raises:

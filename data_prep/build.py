@@ -8,6 +8,7 @@ iemocap, meld, synthetic_affect). The summary gives the example count of each sp
 repair or drop of the builder's repair log (`repairs.json` in the dataset directory), per split,
 field and kind. An already built dataset is reused (and summarised) unless --overwrite.
 """
+
 import importlib
 import json
 import os
@@ -19,20 +20,27 @@ import tensorflow_datasets as tfds
 from data_prep import sources
 
 _DATASET = flags.DEFINE_string(
-    'dataset', None, 'Builder name, also its module data_prep.<dataset>.', required=True)
-_CONFIG = flags.DEFINE_string('config', None, 'Builder config; default: the builder\'s default.')
+  'dataset', None, 'Builder name, also its module data_prep.<dataset>.', required=True
+)
+_CONFIG = flags.DEFINE_string('config', None, "Builder config; default: the builder's default.")
 _MANUAL_DIR = flags.DEFINE_string(
-    'manual_dir', None, 'Folder with the manually downloaded source files (see the builder\'s '
-    'MANUAL_DOWNLOAD_INSTRUCTIONS).')
+  'manual_dir',
+  None,
+  "Folder with the manually downloaded source files (see the builder's "
+  'MANUAL_DOWNLOAD_INSTRUCTIONS).',
+)
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'Where datasets are written; default: TFDS\'s (~/tensorflow_datasets).')
+  'data_dir', None, "Where datasets are written; default: TFDS's (~/tensorflow_datasets)."
+)
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Rebuild even if the dataset exists.')
 # Route B options (meld): passed to the builder only when set.
 _TEXT_MODEL_DIR = flags.DEFINE_string(
-    'text_model_dir', None, 'Local BERT-family checkpoint for text features (meld).')
+  'text_model_dir', None, 'Local BERT-family checkpoint for text features (meld).'
+)
 _CACHE_DIR = flags.DEFINE_string('cache_dir', None, 'Per-clip feature cache (meld multimodal).')
 _FEATURES_DIR = flags.DEFINE_string(
-    'features_dir', None, 'Your own <split>/<modality>/<id>.npy features (meld).')
+  'features_dir', None, 'Your own <split>/<modality>/<id>.npy features (meld).'
+)
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', None, 'Extraction processes (meld).')
 
 
@@ -40,15 +48,25 @@ def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
   """The builder named `dataset`, defined in module `data_prep.<dataset>`."""
   module = importlib.import_module(f'data_prep.{dataset}')
   for value in vars(module).values():
-    if (isinstance(value, type) and issubclass(value, tfds.core.DatasetBuilder)
-        and value.__module__ == module.__name__ and value.name == dataset):
+    if (
+      isinstance(value, type)
+      and issubclass(value, tfds.core.DatasetBuilder)
+      and value.__module__ == module.__name__
+      and value.name == dataset
+    ):
       return value
   raise ValueError(f'data_prep.{dataset} defines no TFDS builder named {dataset!r}')
 
 
-def build(dataset: str, config: str | None = None, *, manual_dir: str | None = None,
-          data_dir: str | None = None, overwrite: bool = False,
-          **builder_kwargs) -> tfds.core.DatasetBuilder:
+def build(
+  dataset: str,
+  config: str | None = None,
+  *,
+  manual_dir: str | None = None,
+  data_dir: str | None = None,
+  overwrite: bool = False,
+  **builder_kwargs,
+) -> tfds.core.DatasetBuilder:
   """Builds (or reuses) `dataset`/`config` as array_record; returns the prepared builder.
 
   `builder_kwargs` (e.g. meld's text_model_dir) go to the builder's constructor.
@@ -59,14 +77,19 @@ def build(dataset: str, config: str | None = None, *, manual_dir: str | None = N
   try:
     builder = cls(config=config, data_dir=data_dir, file_format='array_record', **builder_kwargs)
   except TypeError as e:
-    raise ValueError(f'builder {dataset!r} does not take the options {sorted(builder_kwargs)}: '
-                     f'{e}') from e
-  mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
-          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    raise ValueError(
+      f'builder {dataset!r} does not take the options {sorted(builder_kwargs)}: {e}'
+    ) from e
+  mode = (
+    tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+    if overwrite
+    else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+  )
   tfds.display_progress_bar(True)
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode),
-      file_format='array_record')
+    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode),
+    file_format='array_record',
+  )
   return builder
 
 
@@ -81,11 +104,15 @@ def repairs_text(path) -> str:
 
 def summary(builder: tfds.core.DatasetBuilder) -> str:
   """Example count per split and the builder's repair log, as text."""
-  name = builder.name if builder.builder_config is None else (
-      f'{builder.name}/{builder.builder_config.name}')
+  name = (
+    builder.name
+    if builder.builder_config is None
+    else (f'{builder.name}/{builder.builder_config.name}')
+  )
   lines = [f'{name} {builder.version} at {builder.data_dir}']
-  lines += [f'  {split}: {info.num_examples} examples'
-            for split, info in builder.info.splits.items()]
+  lines += [
+    f'  {split}: {info.num_examples} examples' for split, info in builder.info.splits.items()
+  ]
   repairs_path = os.path.join(builder.data_dir, sources.REPAIRS_FILE)
   if os.path.exists(repairs_path):
     lines += ['Repairs and drops:', repairs_text(repairs_path)]
@@ -97,11 +124,20 @@ def summary(builder: tfds.core.DatasetBuilder) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  options = {'text_model_dir': _TEXT_MODEL_DIR.value, 'cache_dir': _CACHE_DIR.value,
-             'features_dir': _FEATURES_DIR.value, 'num_workers': _NUM_WORKERS.value}
-  builder = build(_DATASET.value, _CONFIG.value, manual_dir=_MANUAL_DIR.value,
-                  data_dir=_DATA_DIR.value, overwrite=_OVERWRITE.value,
-                  **{k: v for k, v in options.items() if v is not None})
+  options = {
+    'text_model_dir': _TEXT_MODEL_DIR.value,
+    'cache_dir': _CACHE_DIR.value,
+    'features_dir': _FEATURES_DIR.value,
+    'num_workers': _NUM_WORKERS.value,
+  }
+  builder = build(
+    _DATASET.value,
+    _CONFIG.value,
+    manual_dir=_MANUAL_DIR.value,
+    data_dir=_DATA_DIR.value,
+    overwrite=_OVERWRITE.value,
+    **{k: v for k, v in options.items() if v is not None},
+  )
   print(summary(builder))
 
 

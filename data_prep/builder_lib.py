@@ -6,6 +6,7 @@ same names), the files it reads from the manual dir and the feature width of eac
 widths, writes array_record, and records the build's `RepairLog` as `repairs.json` in the dataset
 directory `data_dir/<name>/<config>/<version>/` (`data_prep.build` prints it).
 """
+
 import dataclasses
 import os
 import sys
@@ -19,9 +20,11 @@ from data_prep import csd, mmsa, mult, sources
 
 def folds_help(sdk_module: str, sizes: str) -> str:
   """What folds.json holds, for the SDK dataset module `sdk_module` (e.g. 'cmu_mosi')."""
-  return ('folds.json holds the standard folds as video id lists, {"train": [...], "valid": '
-          f'[...], "test": [...]}}: the SDK\'s mmsdk.mmdatasdk.{sdk_module}.standard_folds.'
-          f'standard_train_fold, standard_valid_fold and standard_test_fold ({sizes} videos).')
+  return (
+    'folds.json holds the standard folds as video id lists, {"train": [...], "valid": '
+    f'[...], "test": [...]}}: the SDK\'s mmsdk.mmdatasdk.{sdk_module}.standard_folds.'
+    f'standard_train_fold, standard_valid_fold and standard_test_fold ({sizes} videos).'
+  )
 
 
 @dataclasses.dataclass(eq=False)
@@ -39,6 +42,7 @@ class SourceConfig(tfds.core.BuilderConfig):
     raw_text: the source has transcripts.
     emotions: the labels also carry MOSEI's six emotion intensities ('csd').
   """
+
   source: str = 'mmsa'
   aligned: bool = True
   pickle_name: str = ''
@@ -64,10 +68,18 @@ class SourceConfig(tfds.core.BuilderConfig):
     return '\n'.join(lines)
 
 
-def sentiment_configs(*, title: str, mmsa_dir: str, mmsa_dims: Mapping[str, int],
-                      mult_prefix: str, mult_dims: Mapping[str, int], csd_files: csd.CsdFiles,
-                      csd_dims: Mapping[str, int], folds_help: str,
-                      emotions: bool) -> list[SourceConfig]:
+def sentiment_configs(
+  *,
+  title: str,
+  mmsa_dir: str,
+  mmsa_dims: Mapping[str, int],
+  mult_prefix: str,
+  mult_dims: Mapping[str, int],
+  csd_files: csd.CsdFiles,
+  csd_dims: Mapping[str, int],
+  folds_help: str,
+  emotions: bool,
+) -> list[SourceConfig]:
   """The five configs of a sentiment dataset: mmsa/mult aligned/unaligned, and csd.
 
   Args:
@@ -79,33 +91,54 @@ def sentiment_configs(*, title: str, mmsa_dir: str, mmsa_dims: Mapping[str, int]
     folds_help: what folds.json must hold.
     emotions: the csd labels carry six emotion intensities (MOSEI).
   """
+
   def mmsa_config(name, aligned, file):
     return SourceConfig(
-        name=name, source='mmsa', aligned=aligned, pickle_name=file, dims=mmsa_dims,
-        description=f'{title}, MMSA BERT features (MMSA release {mmsa_dir}/{file}).')
+      name=name,
+      source='mmsa',
+      aligned=aligned,
+      pickle_name=file,
+      dims=mmsa_dims,
+      description=f'{title}, MMSA BERT features (MMSA release {mmsa_dir}/{file}).',
+    )
 
   def mult_config(name, aligned, file):
     return SourceConfig(
-        name=name, source='mult', aligned=aligned, pickle_name=file, dims=mult_dims,
-        raw_text=False, description=f'{title}, MulT GloVe features (MulT release {file}).')
+      name=name,
+      source='mult',
+      aligned=aligned,
+      pickle_name=file,
+      dims=mult_dims,
+      raw_text=False,
+      description=f'{title}, MulT GloVe features (MulT release {file}).',
+    )
 
   return [
-      mmsa_config('mmsa_aligned', True, 'aligned_50.pkl'),
-      mmsa_config('mmsa_unaligned', False, 'unaligned_50.pkl'),
-      mult_config('mult_aligned', True, f'{mult_prefix}_data.pkl'),
-      mult_config('mult_unaligned', False, f'{mult_prefix}_data_noalign.pkl'),
-      SourceConfig(
-          name='csd', source='csd', csd_files=csd_files, folds_help=folds_help, dims=csd_dims,
-          emotions=emotions,
-          description=f'{title}, CMU-MultimodalSDK computational sequences, averaged per word.'),
+    mmsa_config('mmsa_aligned', True, 'aligned_50.pkl'),
+    mmsa_config('mmsa_unaligned', False, 'unaligned_50.pkl'),
+    mult_config('mult_aligned', True, f'{mult_prefix}_data.pkl'),
+    mult_config('mult_unaligned', False, f'{mult_prefix}_data_noalign.pkl'),
+    SourceConfig(
+      name='csd',
+      source='csd',
+      csd_files=csd_files,
+      folds_help=folds_help,
+      dims=csd_dims,
+      emotions=emotions,
+      description=f'{title}, CMU-MultimodalSDK computational sequences, averaged per word.',
+    ),
   ]
 
 
 def manual_instructions(configs: list[SourceConfig]) -> str:
   """MANUAL_DOWNLOAD_INSTRUCTIONS for a builder: the files of every config."""
-  return '\n'.join(['Pass the folder holding the files below as the manual dir '
-                    '(`--manual_dir`, or `tfds.download.DownloadConfig(manual_dir=...)`).']
-                   + [config.instructions() for config in configs])
+  return '\n'.join(
+    [
+      'Pass the folder holding the files below as the manual dir '
+      '(`--manual_dir`, or `tfds.download.DownloadConfig(manual_dir=...)`).'
+    ]
+    + [config.instructions() for config in configs]
+  )
 
 
 def features(config: SourceConfig) -> tfds.features.FeaturesDict:
@@ -115,28 +148,37 @@ def features(config: SourceConfig) -> tfds.features.FeaturesDict:
     spec[m] = tfds.features.Tensor(shape=(None, config.dims[m]), dtype=np.float32)
   if config.task == 'iemocap':
     spec['label'] = tfds.features.Tensor(
-        shape=(4,), dtype=np.int32, doc='Neutral, Happy, Sad, Angry: 1 present, 0 absent.')
+      shape=(4,), dtype=np.int32, doc='Neutral, Happy, Sad, Angry: 1 present, 0 absent.'
+    )
   else:
     spec['regression'] = tfds.features.Scalar(np.float32, doc='Sentiment in [-3, 3].')
   if config.raw_text:
     spec['raw_text'] = tfds.features.Text()
   if config.emotions:
     spec['emotions'] = tfds.features.Tensor(
-        shape=(6,), dtype=np.float32, doc='Happy, sad, anger, surprise, disgust, fear.')
+      shape=(6,), dtype=np.float32, doc='Happy, sad, anger, surprise, disgust, fear.'
+    )
   return tfds.features.FeaturesDict(spec)
 
 
-def read_source(config: SourceConfig, manual_dir,
-                log: sources.RepairLog) -> dict[str, Iterator[dict]]:
+def read_source(
+  config: SourceConfig, manual_dir, log: sources.RepairLog
+) -> dict[str, Iterator[dict]]:
   """{TFDS split: contract examples} read from `manual_dir` by the config's reader."""
   if config.source == 'csd':
-    return csd.split_examples(manual_dir, config.csd_files, dims=config.dims,
-                              label_width=7 if config.emotions else 1, log=log)
+    return csd.split_examples(
+      manual_dir,
+      config.csd_files,
+      dims=config.dims,
+      label_width=7 if config.emotions else 1,
+      log=log,
+    )
   path = os.path.join(manual_dir, config.pickle_name)
   if config.source == 'mmsa':
     return mmsa.split_examples(path, dims=config.dims, aligned=config.aligned, log=log)
-  return mult.split_examples(path, dims=config.dims, aligned=config.aligned, task=config.task,
-                             log=log)
+  return mult.split_examples(
+    path, dims=config.dims, aligned=config.aligned, task=config.task, log=log
+  )
 
 
 class AffectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -150,9 +192,11 @@ class AffectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=sys.modules[type(self).__module__].__doc__,
-        features=features(self.builder_config),
-        disable_shuffling=True)  # Examples keep the source's order.
+      builder=self,
+      description=sys.modules[type(self).__module__].__doc__,
+      features=features(self.builder_config),
+      disable_shuffling=True,
+    )  # Examples keep the source's order.
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     """Builds every split, then writes the repair log next to the data."""
@@ -165,8 +209,10 @@ class AffectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     manual_dir = dl_manager.manual_dir
     missing = [name for name in config.manual_files() if not (manual_dir / name).exists()]
     if missing:
-      raise FileNotFoundError(f'{self.name}/{config.name}: {missing} not found in manual dir '
-                              f'{manual_dir}.\n{config.instructions()}')
+      raise FileNotFoundError(
+        f'{self.name}/{config.name}: {missing} not found in manual dir '
+        f'{manual_dir}.\n{config.instructions()}'
+      )
     splits = read_source(config, os.fspath(manual_dir), self._repair_log)
     return {split: self._generate_examples(examples) for split, examples in splits.items()}
 

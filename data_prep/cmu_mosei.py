@@ -11,21 +11,30 @@ Configs (all need files in a manual dir; `CmuMosei.MANUAL_DOWNLOAD_INSTRUCTIONS`
 The readers (`data_prep.mmsa`, `.mult`, `.csd`) document padding, ids and repairs. Splits are
 'train', 'validation', 'test' (MMSA sizes 16326/1871/4659).
 """
+
 from data_prep import builder_lib, csd
 
 CSD_FILES = csd.CsdFiles(
-    labels='CMU_MOSEI_Labels.csd', words='CMU_MOSEI_TimestampedWords.csd',
-    word_vectors='CMU_MOSEI_TimestampedWordVectors.csd', audio='CMU_MOSEI_COVAREP.csd',
-    vision='CMU_MOSEI_VisualFacet42.csd')
+  labels='CMU_MOSEI_Labels.csd',
+  words='CMU_MOSEI_TimestampedWords.csd',
+  word_vectors='CMU_MOSEI_TimestampedWordVectors.csd',
+  audio='CMU_MOSEI_COVAREP.csd',
+  vision='CMU_MOSEI_VisualFacet42.csd',
+)
 
 
 class CmuMosei(builder_lib.AffectBuilder):
   """CMU-MOSEI sentiment (Zadeh et al., 2018) from MMSA, MulT or CMU-MultimodalSDK features."""
 
   BUILDER_CONFIGS = builder_lib.sentiment_configs(
-      title='CMU-MOSEI', mmsa_dir='MOSEI/Processed',
-      mmsa_dims={'text': 768, 'audio': 74, 'vision': 35},
-      mult_prefix='mosei_senti', mult_dims={'text': 300, 'audio': 74, 'vision': 35},
-      csd_files=CSD_FILES, csd_dims={'text': 300, 'audio': 74, 'vision': 35},
-      folds_help=builder_lib.folds_help('cmu_mosei', '2249/300/678'), emotions=True)
+    title='CMU-MOSEI',
+    mmsa_dir='MOSEI/Processed',
+    mmsa_dims={'text': 768, 'audio': 74, 'vision': 35},
+    mult_prefix='mosei_senti',
+    mult_dims={'text': 300, 'audio': 74, 'vision': 35},
+    csd_files=CSD_FILES,
+    csd_dims={'text': 300, 'audio': 74, 'vision': 35},
+    folds_help=builder_lib.folds_help('cmu_mosei', '2249/300/678'),
+    emotions=True,
+  )
   MANUAL_DOWNLOAD_INSTRUCTIONS = builder_lib.manual_instructions(BUILDER_CONFIGS)

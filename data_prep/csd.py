@@ -31,6 +31,7 @@ read from `folds.json` in the manual dir: {"train": [...], "valid": [...], "test
 Labelled videos in no fold are counted under split 'unassigned'; a fold video missing from any
 sequence is dropped and counted (the SDK's `unify` drops such videos too).
 """
+
 import contextlib
 import dataclasses
 import json
@@ -52,6 +53,7 @@ MODALITY_SEQUENCE = {'text': 'word_vectors', 'audio': 'audio', 'vision': 'vision
 @dataclasses.dataclass(frozen=True)
 class CsdFiles:
   """Names, inside the manual dir, of the files one build reads."""
+
   labels: str
   words: str
   word_vectors: str
@@ -74,11 +76,15 @@ class Sequence(contextlib.AbstractContextManager):
     except OSError as e:
       raise SourceError(f'{where(path)}: not a readable HDF5 computational sequence ({e})') from e
     roots = list(self._file.keys())
-    if not roots or not isinstance(self._file[roots[0]], h5py.Group) or (
-        'data' not in self._file[roots[0]]):
+    if (
+      not roots
+      or not isinstance(self._file[roots[0]], h5py.Group)
+      or ('data' not in self._file[roots[0]])
+    ):
       self._file.close()
-      raise SourceError(f'{where(path)}: expected a group <root>/data, found top-level keys '
-                        f'{roots}')
+      raise SourceError(
+        f'{where(path)}: expected a group <root>/data, found top-level keys {roots}'
+      )
     self._data = self._file[roots[0]]['data']
 
   def __exit__(self, *exc_info):
@@ -96,10 +102,12 @@ class Sequence(contextlib.AbstractContextManager):
     group = self._data[video]
     context = where(self.path, split, video, self.key)
     sources.require_keys(dict(group), ('features', 'intervals'), context)
-    features = sources.check_array(group['features'][()], rank=2, last_dim=width,
-                                   context=f'{context} features')
-    intervals = sources.check_array(group['intervals'][()], rank=2, num=len(features),
-                                    last_dim=2, context=f'{context} intervals')
+    features = sources.check_array(
+      group['features'][()], rank=2, last_dim=width, context=f'{context} features'
+    )
+    intervals = sources.check_array(
+      group['intervals'][()], rank=2, num=len(features), last_dim=2, context=f'{context} intervals'
+    )
     return features, intervals.astype(np.float64)
 
 
@@ -118,8 +126,7 @@ def read_folds(path) -> dict[str, list[str]]:
       raise SourceError(f'{where(path, fold)}: expected a list of video id strings')
     for video in videos:
       if video in seen:
-        raise SourceError(f'{where(path, fold, video)}: video listed twice (also in '
-                          f'{seen[video]})')
+        raise SourceError(f'{where(path, fold, video)}: video listed twice (also in {seen[video]})')
       seen[video] = fold
   return {fold: folds[fold] for fold in sources.SPLIT_NAMES}
 
@@ -137,8 +144,9 @@ def segment_words(words: np.ndarray, intervals: np.ndarray, segment: np.ndarray)
   return index[np.argsort(intervals[index, 0], kind='stable')]
 
 
-def average_over(targets: np.ndarray, intervals: np.ndarray,
-                 features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def average_over(
+  targets: np.ndarray, intervals: np.ndarray, features: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
   """Mean of the `features` rows whose interval overlaps each target interval by > EPSILON.
 
   Args:
@@ -149,18 +157,28 @@ def average_over(targets: np.ndarray, intervals: np.ndarray,
   Returns:
     (W, D) float32 means, zeros where no row overlaps, and (W,) bool: some row overlapped.
   """
-  near = ((intervals[:, 1] - targets[:, 0].min() > EPSILON)
-          & (targets[:, 1].max() - intervals[:, 0] > EPSILON))
+  near = (intervals[:, 1] - targets[:, 0].min() > EPSILON) & (
+    targets[:, 1].max() - intervals[:, 0] > EPSILON
+  )
   intervals, features = intervals[near], features[near]
-  overlap = (np.minimum(targets[:, None, 1], intervals[None, :, 1])
-             - np.maximum(targets[:, None, 0], intervals[None, :, 0])) > EPSILON  # (W, F')
+  overlap = (
+    np.minimum(targets[:, None, 1], intervals[None, :, 1])
+    - np.maximum(targets[:, None, 0], intervals[None, :, 0])
+  ) > EPSILON  # (W, F')
   counts = overlap.sum(axis=1)
   means = (overlap @ features.astype(np.float64)) / np.maximum(counts, 1)[:, None]
   return means.astype(np.float32), counts > 0
 
 
-def _video_examples(video: str, seqs: Mapping[str, Sequence], *, split: str,
-                    dims: Mapping[str, int], label_width: int, log: RepairLog):
+def _video_examples(
+  video: str,
+  seqs: Mapping[str, Sequence],
+  *,
+  split: str,
+  dims: Mapping[str, int],
+  label_width: int,
+  log: RepairLog,
+):
   """Yields the contract examples of the labelled segments of one video."""
   labels, segments = seqs['labels'].read(video, split=split, width=label_width)
   raw_words, word_intervals = seqs['words'].read(video, split=split, width=1)
@@ -169,33 +187,56 @@ def _video_examples(video: str, seqs: Mapping[str, Sequence], *, split: str,
   for m in MODALITIES:
     seq = seqs[MODALITY_SEQUENCE[m]]
     features, intervals = seq.read(video, split=split, width=dims[m])
-    streams[m] = intervals, sources.finite_features(
-        features, log=log, path=seq.path, split=split, example=video, field=m)
+    streams[m] = (
+      intervals,
+      sources.finite_features(
+        features, log=log, path=seq.path, split=split, example=video, field=m
+      ),
+    )
   for k, (segment, label) in enumerate(zip(segments, labels)):
     example_id = f'{video}[{k}]'
     if not np.isfinite(label).all():
-      log.add('dropped_nonfinite_label', path=seqs['labels'].path, split=split,
-              example=example_id, field='labels')
+      log.add(
+        'dropped_nonfinite_label',
+        path=seqs['labels'].path,
+        split=split,
+        example=example_id,
+        field='labels',
+      )
       continue
     index = segment_words(words, word_intervals, segment)
     if not index.size:
-      log.add('dropped_no_words', path=seqs['words'].path, split=split, example=example_id,
-              field='text')
+      log.add(
+        'dropped_no_words', path=seqs['words'].path, split=split, example=example_id, field='text'
+      )
       continue
-    example = {'id': example_id, 'raw_text': ' '.join(words[index]),
-               'regression': float(label[0])}
+    example = {'id': example_id, 'raw_text': ' '.join(words[index]), 'regression': float(label[0])}
     if label_width > 1:
       example['emotions'] = label[1:].astype(np.float32)
     for m in MODALITIES:
       example[m], covered = average_over(word_intervals[index], *streams[m])
       if not covered.all():
-        log.add('word_without_rows_zeroed', path=seqs[MODALITY_SEQUENCE[m]].path, split=split,
-                example=example_id, field=m, count=np.sum(~covered))
+        log.add(
+          'word_without_rows_zeroed',
+          path=seqs[MODALITY_SEQUENCE[m]].path,
+          split=split,
+          example=example_id,
+          field=m,
+          count=np.sum(~covered),
+        )
     yield example
 
 
-def examples(manual_dir, files: CsdFiles, videos: list[str], *, split: str,
-             dims: Mapping[str, int], label_width: int, log: RepairLog) -> Iterator[dict]:
+def examples(
+  manual_dir,
+  files: CsdFiles,
+  videos: list[str],
+  *,
+  split: str,
+  dims: Mapping[str, int],
+  label_width: int,
+  log: RepairLog,
+) -> Iterator[dict]:
   """Contract examples of the labelled segments of `videos` (one fold, named `split`).
 
   Yields:
@@ -204,20 +245,29 @@ def examples(manual_dir, files: CsdFiles, videos: list[str], *, split: str,
     segment's number of words.
   """
   with contextlib.ExitStack() as stack:
-    seqs = {key: stack.enter_context(Sequence(os.path.join(manual_dir, name), key))
-            for key, name in files.sequences().items()}
+    seqs = {
+      key: stack.enter_context(Sequence(os.path.join(manual_dir, name), key))
+      for key, name in files.sequences().items()
+    }
     for video in videos:
       absent = [key for key, seq in seqs.items() if video not in seq]
       if absent:
-        log.add('dropped_video_missing', path=seqs[absent[0]].path, split=split, example=video,
-                field=absent[0])
+        log.add(
+          'dropped_video_missing',
+          path=seqs[absent[0]].path,
+          split=split,
+          example=video,
+          field=absent[0],
+        )
         continue
-      yield from _video_examples(video, seqs, split=split, dims=dims, label_width=label_width,
-                                 log=log)
+      yield from _video_examples(
+        video, seqs, split=split, dims=dims, label_width=label_width, log=log
+      )
 
 
-def split_examples(manual_dir, files: CsdFiles, *, dims: Mapping[str, int], label_width: int,
-                   log: RepairLog) -> dict[str, Iterator[dict]]:
+def split_examples(
+  manual_dir, files: CsdFiles, *, dims: Mapping[str, int], label_width: int, log: RepairLog
+) -> dict[str, Iterator[dict]]:
   """{TFDS split: iterator of contract examples}, one split per fold of `folds.json`.
 
   Every sequence file is opened once here, so a malformed file fails before any split is made.
@@ -230,8 +280,12 @@ def split_examples(manual_dir, files: CsdFiles, *, dims: Mapping[str, int], labe
   assigned = {video for videos in folds.values() for video in videos}
   for video in labelled:
     if video not in assigned:
-      log.add('video_not_in_folds', path=files.folds, split='unassigned', example=video,
-              field='labels')
-  return {sources.SPLIT_NAMES[fold]: examples(
-      manual_dir, files, videos, split=fold, dims=dims, label_width=label_width, log=log)
-          for fold, videos in folds.items()}
+      log.add(
+        'video_not_in_folds', path=files.folds, split='unassigned', example=video, field='labels'
+      )
+  return {
+    sources.SPLIT_NAMES[fold]: examples(
+      manual_dir, files, videos, split=fold, dims=dims, label_width=label_width, log=log
+    )
+    for fold, videos in folds.items()
+  }

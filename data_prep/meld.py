@@ -6,14 +6,16 @@ Configs:
               utterance whose clip is missing or unreadable is dropped and listed in the repairs.
 
 Each example follows the contract in DESIGN.md: `id` ('dia{D}_utt{U}'), `raw_text`, `speaker`,
-`text` (T, D_text) float32, `label` int32 emotion index in `label_names.MELD_EMOTIONS`, `sentiment`
-int32 index in `label_names.MELD_SENTIMENTS`, and for `multimodal` `audio` (T, AUDIO_DIM) and `vision` (T, VISION_DIM) float32.
+`text` (T, D_text) float32, `label` int32 emotion index in `label_names.MELD_EMOTIONS`,
+`sentiment` int32 index in `label_names.MELD_SENTIMENTS`, and for `multimodal` `audio`
+(T, AUDIO_DIM) and `vision` (T, VISION_DIM) float32.
 Examples are stored in CSV (dialogue) order.
 
 What a build repaired or dropped is returned in full (every id, every reason) by
 `Meld.repair_summary()`, logged, and written to `<dataset dir>/repairs.json` as the shared
 `sources.RepairLog` that `python -m data_prep.build` prints.
 """
+
 import copy
 import csv
 import dataclasses
@@ -30,13 +32,24 @@ from data_prep.features import extract
 from data_prep.features import text as text_lib
 from fasca_jax import label_names
 
-CSV_COLUMNS = ('Sr No.', 'Utterance', 'Speaker', 'Emotion', 'Sentiment', 'Dialogue_ID',
-               'Utterance_ID', 'Season', 'Episode', 'StartTime', 'EndTime')
+CSV_COLUMNS = (
+  'Sr No.',
+  'Utterance',
+  'Speaker',
+  'Emotion',
+  'Sentiment',
+  'Dialogue_ID',
+  'Utterance_ID',
+  'Season',
+  'Episode',
+  'StartTime',
+  'EndTime',
+)
 # split -> (annotation CSV, clip folder) inside the manual dir
 SPLIT_FILES = {
-    'train': ('train_sent_emo.csv', 'train_splits'),
-    'validation': ('dev_sent_emo.csv', 'dev_splits_complete'),
-    'test': ('test_sent_emo.csv', 'output_repeated_splits_test'),
+  'train': ('train_sent_emo.csv', 'train_splits'),
+  'validation': ('dev_sent_emo.csv', 'dev_splits_complete'),
+  'test': ('test_sent_emo.csv', 'output_repeated_splits_test'),
 }
 SOURCE_SPLITS = {'train': 'train', 'validation': 'dev', 'test': 'test'}  # names in the release
 DEFAULT_CACHE = 'feature_cache'  # extraction cache inside the manual dir, one folder per split
@@ -57,6 +70,7 @@ _CITATION = """@inproceedings{poria2019meld,
 @dataclasses.dataclass(frozen=True)
 class Utterance:
   """One annotated CSV row."""
+
   id: str
   raw_text: str
   speaker: str
@@ -132,17 +146,22 @@ def read_split_csv(path: str | os.PathLike) -> tuple[list[Utterance], dict]:
     where = f'{path}:{reader.line_num}'
     if any(row[c] is None for c in CSV_COLUMNS):
       raise ValueError(f'{where}: row has fewer than {len(CSV_COLUMNS)} fields')
-    uid = f"dia{int(row['Dialogue_ID'])}_utt{int(row['Utterance_ID'])}"
+    uid = f'dia{int(row["Dialogue_ID"])}_utt{int(row["Utterance_ID"])}'
     if uid in seen:
       raise ValueError(f'{where}: duplicate utterance {uid}')
     seen.add(uid)
     raw_text, speaker = repair_c1(row['Utterance']), repair_c1(row['Speaker'])
     if (raw_text, speaker) != (row['Utterance'], row['Speaker']):
       repaired.append(uid)
-    utterances.append(Utterance(
-        id=uid, raw_text=raw_text, speaker=speaker,
+    utterances.append(
+      Utterance(
+        id=uid,
+        raw_text=raw_text,
+        speaker=speaker,
         label=_index(row['Emotion'], label_names.MELD_EMOTIONS, 'emotion', where),
-        sentiment=_index(row['Sentiment'], label_names.MELD_SENTIMENTS, 'sentiment', where)))
+        sentiment=_index(row['Sentiment'], label_names.MELD_SENTIMENTS, 'sentiment', where),
+      )
+    )
   return utterances, {'csv_encoding': encoding, 'c1_repaired': repaired}
 
 
@@ -165,8 +184,9 @@ def repair_log(summary: dict) -> sources.RepairLog:
     for uid in repairs['c1_repaired']:
       log.add('c1_to_cp1252', path=csv_name, example=uid, field='raw_text', **where)
     for uid in repairs['dropped']:
-      log.add('dropped_clip_unusable', path=f'{clip_dir}/{uid}.mp4', example=uid, field='clip',
-              **where)
+      log.add(
+        'dropped_clip_unusable', path=f'{clip_dir}/{uid}.mp4', example=uid, field='clip', **where
+      )
     for modality, counts in repairs['nonfinite_replaced'].items():
       for uid, count in counts.items():
         path = csv_name if modality == 'text' else f'{clip_dir}/{uid}.mp4'
@@ -189,6 +209,7 @@ class MeldConfig(tfds.core.BuilderConfig):
     num_workers: extraction processes (default os.cpu_count(); 0 = in-process).
     text_batch_size: utterances per text-encoder batch.
   """
+
   modalities: tuple[str, ...] = ('text',)
   text_model_dir: str | None = None
   cache_dir: str | None = None
@@ -203,10 +224,16 @@ class Meld(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Text and multimodal configs with Route B features.'}
   BUILDER_CONFIGS = [
-      MeldConfig(name='text', modalities=('text',),
-                 description='Token features of the utterance text; needs only the CSVs.'),
-      MeldConfig(name='multimodal', modalities=('text', 'audio', 'vision'),
-                 description='Text, audio and vision features; needs the CSVs and the clips.'),
+    MeldConfig(
+      name='text',
+      modalities=('text',),
+      description='Token features of the utterance text; needs only the CSVs.',
+    ),
+    MeldConfig(
+      name='multimodal',
+      modalities=('text', 'audio', 'vision'),
+      description='Text, audio and vision features; needs the CSVs and the clips.',
+    ),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download MELD.Raw.tar.gz from https://affective-meld.github.io/ (or the declare-lab/MELD
@@ -224,12 +251,26 @@ class Meld(tfds.core.GeneratorBasedBuilder):
   <manual_dir>/feature_cache/<split>/ (or the config's cache_dir) so an interrupted build resumes.
   """
 
-  def __init__(self, *, text_model_dir: str | None = None, cache_dir: str | None = None,
-               features_dir: str | None = None, num_workers: int | None = None, **kwargs):
+  def __init__(
+    self,
+    *,
+    text_model_dir: str | None = None,
+    cache_dir: str | None = None,
+    features_dir: str | None = None,
+    num_workers: int | None = None,
+    **kwargs,
+  ):
     """Takes the usual builder arguments plus overrides of the same-named MeldConfig fields."""
-    self._overrides = {k: v for k, v in dict(
-        text_model_dir=text_model_dir, cache_dir=cache_dir, features_dir=features_dir,
-        num_workers=num_workers).items() if v is not None}
+    self._overrides = {
+      k: v
+      for k, v in dict(
+        text_model_dir=text_model_dir,
+        cache_dir=cache_dir,
+        features_dir=features_dir,
+        num_workers=num_workers,
+      ).items()
+      if v is not None
+    }
     self._repairs = {}
     super().__init__(**kwargs)
     self._original_state.update(self._overrides)  # a pickled builder keeps its overrides
@@ -267,18 +308,24 @@ class Meld(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     """Features: id/raw_text/speaker strings, int32 label/sentiment, (T, D) float32 per modality."""
     features = {
-        'id': tfds.features.Text(),
-        'raw_text': tfds.features.Text(),
-        'speaker': tfds.features.Text(),
-        'label': tfds.features.Tensor(shape=(), dtype=np.int32),
-        'sentiment': tfds.features.Tensor(shape=(), dtype=np.int32),
+      'id': tfds.features.Text(),
+      'raw_text': tfds.features.Text(),
+      'speaker': tfds.features.Text(),
+      'label': tfds.features.Tensor(shape=(), dtype=np.int32),
+      'sentiment': tfds.features.Tensor(shape=(), dtype=np.int32),
     }
     for modality in self.options.modalities:
       features[modality] = tfds.features.Tensor(
-          shape=(None, self._feature_dim(modality)), dtype=np.float32)
+        shape=(None, self._feature_dim(modality)), dtype=np.float32
+      )
     return tfds.core.DatasetInfo(
-        builder=self, description=_DESCRIPTION, features=tfds.features.FeaturesDict(features),
-        homepage='https://affective-meld.github.io/', citation=_CITATION, disable_shuffling=True)
+      builder=self,
+      description=_DESCRIPTION,
+      features=tfds.features.FeaturesDict(features),
+      homepage='https://affective-meld.github.io/',
+      citation=_CITATION,
+      disable_shuffling=True,
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     """One generator per split, all reading the manual dir (checked for the needed files first)."""
@@ -288,16 +335,24 @@ class Meld(tfds.core.GeneratorBasedBuilder):
       needed += [clip_dir for _, clip_dir in SPLIT_FILES.values()]  # else clips may be optional
     missing = [name for name in needed if not (root / name).exists()]
     if missing:
-      raise FileNotFoundError(f'meld/{self.builder_config.name}: {missing} not found in manual dir '
-                              f'{root}.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
+      raise FileNotFoundError(
+        f'meld/{self.builder_config.name}: {missing} not found in manual dir '
+        f'{root}.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}'
+      )
     return {split: self._generate_examples(root, split) for split in SPLIT_FILES}
 
   def _split_features_dir(self, split: str) -> pathlib.Path | None:
     """`<features_dir>/<split>` or None."""
     return pathlib.Path(self.options.features_dir) / split if self.options.features_dir else None
 
-  def _extract_media(self, root: pathlib.Path, split: str, media: list[str],
-                     utterances: list[Utterance], repairs: dict) -> pathlib.Path:
+  def _extract_media(
+    self,
+    root: pathlib.Path,
+    split: str,
+    media: list[str],
+    utterances: list[Utterance],
+    repairs: dict,
+  ) -> pathlib.Path:
     """Extracts the `media` features of a split's clips not yet cached or user-provided.
 
     Utterances lacking any media modality are recorded in repairs['dropped'] with the reason.
@@ -342,14 +397,24 @@ class Meld(tfds.core.GeneratorBasedBuilder):
     for uid, reason in repairs['dropped'].items():
       logging.warning('MELD %s: dropped %s (%s)', split, uid, reason)
     repairs['examples'] = len(kept)
-    logging.info('MELD %s: %d examples, %d dropped, %d with repaired characters (CSV %s)',
-                 split, len(kept), len(repairs['dropped']), len(repairs['c1_repaired']),
-                 repairs['csv_encoding'])
+    logging.info(
+      'MELD %s: %d examples, %d dropped, %d with repaired characters (CSV %s)',
+      split,
+      len(kept),
+      len(repairs['dropped']),
+      len(repairs['c1_repaired']),
+      repairs['csv_encoding'],
+    )
     user_dir = self._split_features_dir(split)
     texts = iter(self._text_features(split, kept) if 'text' in modalities else [])
     for u in kept:
-      example = {'id': u.id, 'raw_text': u.raw_text, 'speaker': u.speaker, 'label': u.label,
-                 'sentiment': u.sentiment}
+      example = {
+        'id': u.id,
+        'raw_text': u.raw_text,
+        'speaker': u.speaker,
+        'label': u.label,
+        'sentiment': u.sentiment,
+      }
       for m in modalities:  # media features are read one example at a time, not held for the split
         feats = next(texts) if m == 'text' else extract.load_features(cache, user_dir, m, u.id)
         example[m], bad = replace_nonfinite(feats)

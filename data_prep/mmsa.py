@@ -17,6 +17,7 @@ aligned pickle all three modalities share the text's steps, so all three are cut
 length. Non-finite feature values (MMSA audio holds -inf) become 0 and are counted; an example
 with a non-finite label is dropped and counted.
 """
+
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -33,13 +34,17 @@ def _text_lengths(part, text, ids, *, path, split) -> np.ndarray:
   num, steps = text.shape[:2]
   if 'text_bert' not in part:
     return np.full(num, steps)
-  bert = sources.check_array(part['text_bert'], rank=3, num=num,
-                             context=where(path, split, field='text_bert'))
+  bert = sources.check_array(
+    part['text_bert'], rank=3, num=num, context=where(path, split, field='text_bert')
+  )
   if bert.shape[1:] != (3, steps):
-    raise SourceError(f'{where(path, split, field="text_bert")}: expected shape '
-                      f'({num}, 3, {steps}), found {bert.shape}')
-  return sources.check_lengths(bert[:, 1].sum(axis=1), steps, ids, path=path, split=split,
-                               field='text_bert')
+    raise SourceError(
+      f'{where(path, split, field="text_bert")}: expected shape '
+      f'({num}, 3, {steps}), found {bert.shape}'
+    )
+  return sources.check_lengths(
+    bert[:, 1].sum(axis=1), steps, ids, path=path, split=split, field='text_bert'
+  )
 
 
 def _split_arrays(part, *, path, split, dims, aligned):
@@ -52,29 +57,47 @@ def _split_arrays(part, *, path, split, dims, aligned):
   sources.require_keys(part, required, where(path, split))
   ids = sources.check_array(part['id'], rank=1, context=where(path, split, field='id'))
   num = len(ids)
-  features = {m: sources.check_array(part[m], rank=3, num=num, last_dim=dims[m],
-                                     context=where(path, split, field=m)) for m in MODALITIES}
-  raw_text = sources.check_array(part['raw_text'], rank=1, num=num,
-                                 context=where(path, split, field='raw_text'))
-  labels = sources.check_array(part['regression_labels'], rank=1, num=num,
-                               context=where(path, split, field='regression_labels'))
+  features = {
+    m: sources.check_array(
+      part[m], rank=3, num=num, last_dim=dims[m], context=where(path, split, field=m)
+    )
+    for m in MODALITIES
+  }
+  raw_text = sources.check_array(
+    part['raw_text'], rank=1, num=num, context=where(path, split, field='raw_text')
+  )
+  labels = sources.check_array(
+    part['regression_labels'],
+    rank=1,
+    num=num,
+    context=where(path, split, field='regression_labels'),
+  )
   text_len = _text_lengths(part, features['text'], ids, path=path, split=split)
   if aligned:
     steps = {m: features[m].shape[1] for m in MODALITIES}
     if len(set(steps.values())) != 1:
-      raise SourceError(f'{where(path, split)}: an aligned pickle needs equal steps per modality, '
-                        f'found {steps} (is this the unaligned pickle?)')
+      raise SourceError(
+        f'{where(path, split)}: an aligned pickle needs equal steps per modality, '
+        f'found {steps} (is this the unaligned pickle?)'
+      )
     lengths = dict.fromkeys(MODALITIES, text_len)
   else:
     lengths = {'text': text_len}
     for m in ('audio', 'vision'):
-      lengths[m] = sources.check_lengths(part[f'{m}_lengths'], features[m].shape[1], ids,
-                                         path=path, split=split, field=f'{m}_lengths')
+      lengths[m] = sources.check_lengths(
+        part[f'{m}_lengths'],
+        features[m].shape[1],
+        ids,
+        path=path,
+        split=split,
+        field=f'{m}_lengths',
+      )
   return ids, raw_text, labels, features, lengths
 
 
-def examples(part, *, path, split: str, dims: Mapping[str, int], aligned: bool,
-             log: RepairLog) -> Iterator[dict]:
+def examples(
+  part, *, path, split: str, dims: Mapping[str, int], aligned: bool, log: RepairLog
+) -> Iterator[dict]:
   """Contract examples of one MMSA split (`split` as named in the file, e.g. 'valid').
 
   The split's arrays are validated when this is called; examples are made lazily.
@@ -105,14 +128,16 @@ def _generate(ids, raw_text, labels, features, lengths, *, path, split, log):
       continue
     example = {'id': example_id, 'raw_text': sources.decode(raw_text[i]), 'regression': label}
     for m in MODALITIES:
-      example[m] = sources.finite_features(features[m][i, :lengths[m][i]], field=m, **context)
+      example[m] = sources.finite_features(features[m][i, : lengths[m][i]], field=m, **context)
     yield example
 
 
-def split_examples(path, *, dims: Mapping[str, int], aligned: bool,
-                   log: RepairLog) -> dict[str, Iterator[dict]]:
+def split_examples(
+  path, *, dims: Mapping[str, int], aligned: bool, log: RepairLog
+) -> dict[str, Iterator[dict]]:
   """{TFDS split: iterator of contract examples} for the MMSA pickle at `path`."""
   data = sources.load_pickle_splits(path)
-  return {tfds_split: examples(data[split], path=path, split=split, dims=dims, aligned=aligned,
-                               log=log)
-          for split, tfds_split in sources.SPLIT_NAMES.items()}
+  return {
+    tfds_split: examples(data[split], path=path, split=split, dims=dims, aligned=aligned, log=log)
+    for split, tfds_split in sources.SPLIT_NAMES.items()
+  }

@@ -20,6 +20,7 @@ the repair log under kind 'generated_id').
 Non-finite feature values become 0 and are counted; a sentiment example with a non-finite label
 is dropped and counted; an IEMOCAP label that is not one-hot is an error.
 """
+
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -47,8 +48,9 @@ def _ids(part, num, *, path, split, log) -> list[str]:
     return ids
   raw = np.asarray(part['id'])
   if raw.ndim == 0 or len(raw) != num:
-    raise SourceError(f'{where(path, split, field="id")}: expected {num} rows, found shape '
-                      f'{raw.shape}')
+    raise SourceError(
+      f'{where(path, split, field="id")}: expected {num} rows, found shape {raw.shape}'
+    )
   return [join_id(row) for row in raw]
 
 
@@ -69,13 +71,16 @@ def _emotion_label(one_hot, *, path, split, example) -> np.ndarray:
   """(4,) int32 argmax of a (4, 2) one-hot label; SourceError if it is not one-hot."""
   is_binary = np.isin(one_hot, (0, 1)).all()
   if not is_binary or not (one_hot.sum(axis=-1) == 1).all():
-    raise SourceError(f'{where(path, split, example, "labels")}: expected one-hot rows (4, 2), '
-                      f'found {one_hot.tolist()}')
+    raise SourceError(
+      f'{where(path, split, example, "labels")}: expected one-hot rows (4, 2), '
+      f'found {one_hot.tolist()}'
+    )
   return one_hot.argmax(axis=-1).astype(np.int32)
 
 
-def examples(part, *, path, split: str, dims: Mapping[str, int], aligned: bool, task: str,
-             log: RepairLog) -> Iterator[dict]:
+def examples(
+  part, *, path, split: str, dims: Mapping[str, int], aligned: bool, task: str, log: RepairLog
+) -> Iterator[dict]:
   """Contract examples of one MulT split (`split` as named in the file, e.g. 'valid').
 
   The split's arrays are validated when this is called; examples are made lazily.
@@ -95,12 +100,18 @@ def examples(part, *, path, split: str, dims: Mapping[str, int], aligned: bool, 
   """
   sources.require_keys(part, REQUIRED_KEYS, where(path, split))
   num = len(sources.check_array(part['text'], rank=3, context=where(path, split, field='text')))
-  features = {m: sources.check_array(part[m], rank=3, num=num, last_dim=dims[m],
-                                     context=where(path, split, field=m)) for m in MODALITIES}
+  features = {
+    m: sources.check_array(
+      part[m], rank=3, num=num, last_dim=dims[m], context=where(path, split, field=m)
+    )
+    for m in MODALITIES
+  }
   steps = {m: features[m].shape[1] for m in MODALITIES}
   if aligned and len(set(steps.values())) != 1:
-    raise SourceError(f'{where(path, split)}: an aligned pickle needs equal steps per modality, '
-                      f'found {steps} (is this the _noalign pickle?)')
+    raise SourceError(
+      f'{where(path, split)}: an aligned pickle needs equal steps per modality, '
+      f'found {steps} (is this the _noalign pickle?)'
+    )
   labels = _check_labels(part, num, path=path, split=split, task=task)
   ids = _ids(part, num, path=path, split=split, log=log)
   return _generate(ids, features, labels, path=path, split=split, task=task, log=log)
@@ -122,10 +133,14 @@ def _generate(ids, features, labels, *, path, split, task, log):
     yield example
 
 
-def split_examples(path, *, dims: Mapping[str, int], aligned: bool, task: str,
-                   log: RepairLog) -> dict[str, Iterator[dict]]:
+def split_examples(
+  path, *, dims: Mapping[str, int], aligned: bool, task: str, log: RepairLog
+) -> dict[str, Iterator[dict]]:
   """{TFDS split: iterator of contract examples} for the MulT pickle at `path`."""
   data = sources.load_pickle_splits(path)
-  return {tfds_split: examples(data[split], path=path, split=split, dims=dims, aligned=aligned,
-                               task=task, log=log)
-          for split, tfds_split in sources.SPLIT_NAMES.items()}
+  return {
+    tfds_split: examples(
+      data[split], path=path, split=split, dims=dims, aligned=aligned, task=task, log=log
+    )
+    for split, tfds_split in sources.SPLIT_NAMES.items()
+  }

@@ -6,6 +6,7 @@ admitted are the handful NumPy's own pickles reference, in both the NumPy 1.x (`
 and 2.x (`numpy._core.*`) spellings. Any other global (`os.system`, `builtins.eval`, any class)
 stops loading before it is called, with an `UnsafePickleError` naming the file and the global.
 """
+
 import os
 import pickle
 import struct
@@ -26,14 +27,16 @@ class CorruptPickleError(pickle.UnpicklingError):
 def _latin1_bytes(text, encoding):
   """`_codecs.encode` as protocol-2 pickles use it for bytes: `(str, 'latin1') -> bytes` only."""
   if not isinstance(text, str) or encoding != 'latin1':
-    raise ValueError('_codecs.encode admitted only as (str, "latin1"), got '
-                     f'({type(text).__name__}, {encoding!r})')
+    raise ValueError(
+      f'_codecs.encode admitted only as (str, "latin1"), got ({type(text).__name__}, {encoding!r})'
+    )
   return text.encode('latin1')
 
 
 class _Frozen:
   """Wraps an admitted Python function so the pickle's BUILD opcode cannot set its attributes
   (e.g. `__defaults__`); NumPy's C functions and types are immutable already."""
+
   __slots__ = ('_function',)
 
   def __init__(self, function):
@@ -48,8 +51,11 @@ class _Frozen:
 
 def _allowed_globals():
   """Returns {(module, name): object} for the globals NumPy array/scalar pickles reference."""
-  allowed = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
-             ('_codecs', 'encode'): _Frozen(_latin1_bytes)}
+  allowed = {
+    ('numpy', 'ndarray'): np.ndarray,
+    ('numpy', 'dtype'): np.dtype,
+    ('_codecs', 'encode'): _Frozen(_latin1_bytes),
+  }
   for package in ('numpy.core', 'numpy._core'):
     allowed[(f'{package}.multiarray', '_reconstruct')] = _multiarray._reconstruct
     allowed[(f'{package}.multiarray', 'scalar')] = _multiarray.scalar
@@ -60,8 +66,18 @@ def _allowed_globals():
 _ALLOWED = _allowed_globals()
 
 # What a damaged file raises inside `pickle.Unpickler.load`.
-_READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-                AttributeError, struct.error, UnicodeDecodeError, MemoryError)
+_READ_ERRORS = (
+  pickle.UnpicklingError,
+  EOFError,
+  ValueError,
+  TypeError,
+  KeyError,
+  IndexError,
+  AttributeError,
+  struct.error,
+  UnicodeDecodeError,
+  MemoryError,
+)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -77,8 +93,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
       return _ALLOWED[(module, name)]
     except KeyError:
       raise UnsafePickleError(
-          f'refused global {module}.{name}; only NumPy arrays and plain containers '
-          '(dict, list, tuple, str, bytes, int, float, bool, None) may be loaded') from None
+        f'refused global {module}.{name}; only NumPy arrays and plain containers '
+        '(dict, list, tuple, str, bytes, int, float, bool, None) may be loaded'
+      ) from None
 
   def persistent_load(self, pid):
     """Persistent ids name external objects; none are admitted."""
@@ -101,4 +118,5 @@ def load(path):
       raise UnsafePickleError(f'{path}: {e}') from None
     except _READ_ERRORS as e:
       raise CorruptPickleError(
-          f'{path}: truncated or not a readable pickle ({type(e).__name__}: {e})') from e
+        f'{path}: truncated or not a readable pickle ({type(e).__name__}: {e})'
+      ) from e

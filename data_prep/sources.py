@@ -6,6 +6,7 @@ Every reader turns one released source format into an iterator of contract examp
 contract can repair (a non-finite feature value -> 0) or an example it must drop is counted in a
 `RepairLog` under (split, field, kind), with the file and the first few example ids.
 """
+
 import collections
 import dataclasses
 import json
@@ -41,6 +42,7 @@ def where(path, split=None, example=None, field=None) -> str:
 @dataclasses.dataclass
 class _Entry:
   """Count, files and first example ids of one (split, field, kind)."""
+
   count: int = 0
   files: set = dataclasses.field(default_factory=set)
   examples: list = dataclasses.field(default_factory=list)
@@ -78,12 +80,22 @@ class RepairLog:
   def to_json(self) -> list[dict]:
     """JSON-ready rows {split, field, kind, count, files, examples}; train, valid, test first."""
     order = list(SPLIT_NAMES)
+
     def key(item):
       (split, field, kind), _ = item
       return (order.index(split) if split in order else len(order), split, field, kind)
-    return [{'split': s, 'field': f, 'kind': k, 'count': e.count, 'files': sorted(e.files),
-             'examples': list(e.examples)}
-            for (s, f, k), e in sorted(self._entries.items(), key=key)]
+
+    return [
+      {
+        'split': s,
+        'field': f,
+        'kind': k,
+        'count': e.count,
+        'files': sorted(e.files),
+        'examples': list(e.examples),
+      }
+      for (s, f, k), e in sorted(self._entries.items(), key=key)
+    ]
 
   @classmethod
   def from_json(cls, rows: list[dict]) -> 'RepairLog':
@@ -91,7 +103,8 @@ class RepairLog:
     log = cls()
     for row in rows:
       log._entries[(row['split'], row['field'], row['kind'])] = _Entry(
-          row['count'], set(row['files']), list(row['examples']))
+        row['count'], set(row['files']), list(row['examples'])
+      )
     return log
 
   def write(self, path):
@@ -111,11 +124,22 @@ class RepairLog:
     if not rows:
       return 'no repairs or drops'
     table = [('split', 'field', 'kind', 'count', 'files; e.g. examples')] + [
-        (r['split'], r['field'], r['kind'], str(r['count']),
-         f'{", ".join(r["files"])}; e.g. {", ".join(r["examples"])}') for r in rows]
+      (
+        r['split'],
+        r['field'],
+        r['kind'],
+        str(r['count']),
+        f'{", ".join(r["files"])}; e.g. {", ".join(r["examples"])}',
+      )
+      for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(4)]
-    return '\n'.join('  '.join([*(cell.ljust(w) for cell, w in zip(row[:3], widths)),
-                                 row[3].rjust(widths[3]), row[4]]) for row in table)
+    return '\n'.join(
+      '  '.join(
+        [*(cell.ljust(w) for cell, w in zip(row[:3], widths)), row[3].rjust(widths[3]), row[4]]
+      )
+      for row in table
+    )
 
 
 def require_keys(mapping, keys, context: str):
@@ -127,8 +151,9 @@ def require_keys(mapping, keys, context: str):
     raise SourceError(f'{context}: missing keys {missing}; found {sorted(map(str, mapping))}')
 
 
-def check_array(value, *, rank: int, context: str, num: int | None = None,
-                last_dim: int | None = None) -> np.ndarray:
+def check_array(
+  value, *, rank: int, context: str, num: int | None = None, last_dim: int | None = None
+) -> np.ndarray:
   """`value` as an array of rank `rank`, leading size `num` and last size `last_dim` (if given).
 
   Raises:
@@ -138,8 +163,11 @@ def check_array(value, *, rank: int, context: str, num: int | None = None,
   expected = ['N' if num is None else str(num)] + ['?'] * (rank - 1)
   if last_dim is not None:
     expected[-1] = str(last_dim)
-  bad = (array.ndim != rank or (num is not None and array.shape[0] != num)
-         or (last_dim is not None and array.shape[-1] != last_dim))
+  bad = (
+    array.ndim != rank
+    or (num is not None and array.shape[0] != num)
+    or (last_dim is not None and array.shape[-1] != last_dim)
+  )
   if bad:
     raise SourceError(f'{context}: expected shape ({", ".join(expected)}), found {array.shape}')
   return array
@@ -152,20 +180,23 @@ def decode(value) -> str:
   return str(value)
 
 
-def finite_features(value, *, log: RepairLog, path, split: str, example: str,
-                    field: str) -> np.ndarray:
+def finite_features(
+  value, *, log: RepairLog, path, split: str, example: str, field: str
+) -> np.ndarray:
   """(T, D) features as float32 with non-finite values set to 0 and counted in `log`."""
   out = np.array(value, dtype=np.float32)  # A copy: the source array is never modified.
   bad = ~np.isfinite(out)
   if bad.any():
     out[bad] = 0.0
-    log.add('nonfinite_to_zero', path=path, split=split, example=example, field=field,
-            count=bad.sum())
+    log.add(
+      'nonfinite_to_zero', path=path, split=split, example=example, field=field, count=bad.sum()
+    )
   return out
 
 
-def finite_label(value, *, log: RepairLog, path, split: str, example: str,
-                 field: str) -> float | None:
+def finite_label(
+  value, *, log: RepairLog, path, split: str, example: str, field: str
+) -> float | None:
   """A scalar label as float, or None (counted as a dropped example) when it is not finite."""
   label = float(value)
   if math.isfinite(label):
@@ -188,6 +219,8 @@ def check_lengths(lengths, limit: int, ids, *, path, split: str, field: str) -> 
   bad = np.flatnonzero((rounded != lengths) | (rounded < 0) | (rounded > limit))
   if bad.size:
     i = bad[0]
-    raise SourceError(f'{where(path, split, decode(ids[i]), field)}: length {lengths[i]} is not '
-                      f'an integer in [0, {limit}] ({bad.size} such examples)')
+    raise SourceError(
+      f'{where(path, split, decode(ids[i]), field)}: length {lengths[i]} is not '
+      f'an integer in [0, {limit}] ({bad.size} such examples)'
+    )
   return rounded

@@ -58,6 +58,7 @@ memorised the training set and stayed at 0.75-0.76 on validation.
 Each split draws from `np.random.default_rng(config.seed + split_index)`, so a rebuild gives
 identical data.
 """
+
 import dataclasses
 import functools
 from typing import NamedTuple
@@ -72,12 +73,43 @@ CODE_DIM = 12
 MAX_WORDS = 64
 
 NEUTRAL_WORDS = (
-    'the', 'movie', 'was', 'i', 'think', 'it', 'and', 'plot', 'actor', 'scene', 'story', 'but',
-    'this', 'that', 'film', 'music', 'ending', 'people', 'time', 'just', 'about', 'with', 'they',
-    'we')
+  'the',
+  'movie',
+  'was',
+  'i',
+  'think',
+  'it',
+  'and',
+  'plot',
+  'actor',
+  'scene',
+  'story',
+  'but',
+  'this',
+  'that',
+  'film',
+  'music',
+  'ending',
+  'people',
+  'time',
+  'just',
+  'about',
+  'with',
+  'they',
+  'we',
+)
 POLAR_WORDS = {
-    'good': 0.6, 'nice': 0.8, 'great': 1.0, 'love': 1.2, 'amazing': 1.4,
-    'bad': -0.6, 'dull': -0.8, 'boring': -1.0, 'hate': -1.2, 'awful': -1.4}
+  'good': 0.6,
+  'nice': 0.8,
+  'great': 1.0,
+  'love': 1.2,
+  'amazing': 1.4,
+  'bad': -0.6,
+  'dull': -0.8,
+  'boring': -1.0,
+  'hate': -1.2,
+  'awful': -1.4,
+}
 EMPHASIS_WORDS = ('really', 'so', 'very', 'totally')
 
 P_POLAR = 0.12
@@ -103,6 +135,7 @@ class SyntheticAffectConfig(tfds.core.BuilderConfig):
     frame_len: inclusive (min, max) frames of the audio and vision streams.
     seed: split i draws from `np.random.default_rng(seed + i)`.
   """
+
   num_examples: tuple[int, int, int] = (2000, 400, 600)
   text_len: tuple[int, int] = (16, 40)
   frame_len: tuple[int, int] = (32, 120)
@@ -115,6 +148,7 @@ class SyntheticAffectConfig(tfds.core.BuilderConfig):
 
 class World(NamedTuple):
   """Fixed vocabulary and feature-space directions shared by every example."""
+
   words: tuple[str, ...]
   polarity: np.ndarray  # (V,) signed intensity, 0 for non-polar words
   emphasis: np.ndarray  # (V,) bool
@@ -146,11 +180,17 @@ def make_world() -> World:
   base = BASE_SCALE * rng.standard_normal((len(words), DIMS['text']))
   base -= base @ text_dirs.T @ text_dirs  # Keep the designed directions clean.
   return World(
-      words=words, polarity=polarity, emphasis=emphasis, base=base,
-      pol_dir=text_dirs[0], emph_dir=text_dirs[1], tone_dir=audio_dirs[0],
-      face_dir=vision_dirs[0],
-      code={'text': text_dirs[2:], 'audio': audio_dirs[1:], 'vision': vision_dirs[1:]},
-      sync=rng.standard_normal((MAX_WORDS, CODE_DIM)))
+    words=words,
+    polarity=polarity,
+    emphasis=emphasis,
+    base=base,
+    pol_dir=text_dirs[0],
+    emph_dir=text_dirs[1],
+    tone_dir=audio_dirs[0],
+    face_dir=vision_dirs[0],
+    code={'text': text_dirs[2:], 'audio': audio_dirs[1:], 'vision': vision_dirs[1:]},
+    sync=rng.standard_normal((MAX_WORDS, CODE_DIM)),
+  )
 
 
 def word_edges(num_words: int, num_frames: int, lag) -> np.ndarray:
@@ -174,14 +214,24 @@ def _sample_words(rng: np.random.Generator, world: World, num_words: int) -> np.
   kind = rng.choice(3, size=num_words, p=(P_POLAR, P_EMPHASIS, 1 - P_POLAR - P_EMPHASIS))
   if not (kind == 0).any():  # kind: 0 polar, 1 emphasis, 2 neutral.
     kind[rng.integers(num_words)] = 0
-  pools = [np.flatnonzero(world.polarity != 0), np.flatnonzero(world.emphasis),
-           np.flatnonzero((world.polarity == 0) & ~world.emphasis)]
+  pools = [
+    np.flatnonzero(world.polarity != 0),
+    np.flatnonzero(world.emphasis),
+    np.flatnonzero((world.polarity == 0) & ~world.emphasis),
+  ]
   choices = [pool[rng.integers(len(pool), size=num_words)] for pool in pools]  # 3 x (T_t,)
   return np.choose(kind, choices)
 
 
-def _stream(rng: np.random.Generator, world: World, modality: str, codes: np.ndarray,
-            num_frames: int, cue_dir: np.ndarray, cues) -> tuple[np.ndarray, np.ndarray]:
+def _stream(
+  rng: np.random.Generator,
+  world: World,
+  modality: str,
+  codes: np.ndarray,
+  num_frames: int,
+  cue_dir: np.ndarray,
+  cues,
+) -> tuple[np.ndarray, np.ndarray]:
   """One lagged, time-stretched stream.
 
   Args:
@@ -215,9 +265,13 @@ def generate_example(rng: np.random.Generator, config: SyntheticAffectConfig) ->
   words = _sample_words(rng, world, num_words)
   signed, emph = world.polarity[words], world.emphasis[words]
   codes = world.sync[:num_words]
-  text = (world.base[words] + A_POL * signed[:, None] * world.pol_dir
-          + A_EMPH * emph[:, None] * world.emph_dir + A_CODE * codes @ world.code['text']
-          + TEXT_NOISE * rng.standard_normal((num_words, DIMS['text'])))
+  text = (
+    world.base[words]
+    + A_POL * signed[:, None] * world.pol_dir
+    + A_EMPH * emph[:, None] * world.emph_dir
+    + A_CODE * codes @ world.code['text']
+    + TEXT_NOISE * rng.standard_normal((num_words, DIMS['text']))
+  )
 
   def frames():
     return int(np.clip(np.round(rng.uniform(2, 3) * num_words), *config.frame_len))
@@ -239,9 +293,13 @@ def generate_example(rng: np.random.Generator, config: SyntheticAffectConfig) ->
   score = W_TEXT * np.sum(signed * (1 - 2 * sarcastic)) + W_AUDIO * np.sum(emph * tone)
   regression = float(np.clip(score + NOISE * rng.standard_normal(), -3, 3))
   return {
-      'text': text.astype(np.float32), 'audio': audio, 'vision': vision,
-      'regression': np.float32(regression), 'label': np.int32(sentiment_class(regression)),
-      'raw_text': ' '.join(world.words[w] for w in words)}
+    'text': text.astype(np.float32),
+    'audio': audio,
+    'vision': vision,
+    'regression': np.float32(regression),
+    'label': np.int32(sentiment_class(regression)),
+    'raw_text': ' '.join(world.words[w] for w in words),
+  }
 
 
 def sentiment_class(regression: float) -> int:
@@ -274,8 +332,13 @@ def estimate_lag(text_codes: np.ndarray, stream_codes: np.ndarray) -> float:
   return float(lags[np.argmax(agreement)])
 
 
-def _cue_per_word(text_codes: np.ndarray, stream: np.ndarray, code_proj: np.ndarray,
-                  cue_dir: np.ndarray, align: bool) -> np.ndarray:
+def _cue_per_word(
+  text_codes: np.ndarray,
+  stream: np.ndarray,
+  code_proj: np.ndarray,
+  cue_dir: np.ndarray,
+  align: bool,
+) -> np.ndarray:
   """Mean cue along `cue_dir` over each word's frames: (T_t,).
 
   Args:
@@ -307,13 +370,20 @@ def oracle_parts(example: dict, align: bool = True) -> dict[str, float]:
   signed = levels[np.abs((text @ world.pol_dir / A_POL)[:, None] - levels).argmin(-1)]
   emph = text @ world.emph_dir / A_EMPH > 0.5
   codes = text @ world.code['text'].T
-  tone = _cue_per_word(codes, np.asarray(example['audio']), world.code['audio'],
-                       world.tone_dir, align) / A_TONE
-  face = _cue_per_word(codes, np.asarray(example['vision']), world.code['vision'],
-                       world.face_dir, align) / A_FACE
+  tone = (
+    _cue_per_word(codes, np.asarray(example['audio']), world.code['audio'], world.tone_dir, align)
+    / A_TONE
+  )
+  face = (
+    _cue_per_word(codes, np.asarray(example['vision']), world.code['vision'], world.face_dir, align)
+    / A_FACE
+  )
   sarcastic = face * np.sign(signed) < -0.5
-  return {'text': float(signed.sum()), 'audio': float(np.sum(emph * tone)),
-          'vision': float(-2 * np.sum(signed * sarcastic))}
+  return {
+    'text': float(signed.sum()),
+    'audio': float(np.sum(emph * tone)),
+    'vision': float(-2 * np.sum(signed * sarcastic)),
+  }
 
 
 def oracle_score(example: dict, align: bool = True) -> float:
@@ -333,34 +403,46 @@ class SyntheticAffect(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {
-      '1.0.0': 'Initial release.',
-      '1.1.0': 'Tone and expression cues twice as strong (A_TONE = A_FACE = 3): alignment is '
-               'learned more reliably.'}
+    '1.0.0': 'Initial release.',
+    '1.1.0': 'Tone and expression cues twice as strong (A_TONE = A_FACE = 3): alignment is '
+    'learned more reliably.',
+  }
   BUILD_AUTOMATICALLY = True  # No manual files: `input_pipeline.ensure_built` may build it.
   BUILDER_CONFIGS = [
-      SyntheticAffectConfig(
-          name='default', description='2000/400/600 examples, 16-40 words, 32-120 frames.'),
-      SyntheticAffectConfig(
-          name='short', description='8000/400/600 examples, 10-20 words, 20-60 frames (demo).',
-          num_examples=(8000, 400, 600),
-          text_len=(10, 20), frame_len=(20, 60)),
-      SyntheticAffectConfig(
-          name='tiny', description='96/32/32 examples, 6-12 words, 10-30 frames (tests).',
-          num_examples=(96, 32, 32), text_len=(6, 12), frame_len=(10, 30)),
+    SyntheticAffectConfig(
+      name='default', description='2000/400/600 examples, 16-40 words, 32-120 frames.'
+    ),
+    SyntheticAffectConfig(
+      name='short',
+      description='8000/400/600 examples, 10-20 words, 20-60 frames (demo).',
+      num_examples=(8000, 400, 600),
+      text_len=(10, 20),
+      frame_len=(20, 60),
+    ),
+    SyntheticAffectConfig(
+      name='tiny',
+      description='96/32/32 examples, 6-12 words, 10-30 frames (tests).',
+      num_examples=(96, 32, 32),
+      text_len=(6, 12),
+      frame_len=(10, 30),
+    ),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'id': tfds.features.Text(),
-            **{m: _sequence(dim) for m, dim in DIMS.items()},
-            'regression': tfds.features.Scalar(np.float32, doc='Sentiment in [-3, 3].'),
-            'label': tfds.features.Scalar(
-                np.int32, doc='0 negative (< -0.5), 1 neutral, 2 positive (> 0.5).'),
-            'raw_text': tfds.features.Text(),
-        }),
+      builder=self,
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          'id': tfds.features.Text(),
+          **{m: _sequence(dim) for m, dim in DIMS.items()},
+          'regression': tfds.features.Scalar(np.float32, doc='Sentiment in [-3, 3].'),
+          'label': tfds.features.Scalar(
+            np.int32, doc='0 negative (< -0.5), 1 neutral, 2 positive (> 0.5).'
+          ),
+          'raw_text': tfds.features.Text(),
+        }
+      ),
     )
 
   def _split_generators(self, dl_manager):

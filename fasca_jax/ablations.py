@@ -20,8 +20,11 @@ import ml_collections
 from fasca_jax import modalities as modalities_lib
 
 PAIRS = tuple(m for m in modalities_lib.MODALITIES if m != modalities_lib.REFERENCE)
-VARIANTS = (('full', 'no_fusion', 'no_fgfa') + tuple(f'no_fgfa_{p}' for p in PAIRS)
-            + tuple(f'no_{m}' for m in modalities_lib.MODALITIES))
+VARIANTS = (
+  ('full', 'no_fusion', 'no_fgfa')
+  + tuple(f'no_fgfa_{p}' for p in PAIRS)
+  + tuple(f'no_{m}' for m in modalities_lib.MODALITIES)
+)
 
 
 def apply(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
@@ -41,23 +44,29 @@ def apply(config: ml_collections.ConfigDict, variant: str) -> ml_collections.Con
     config.model.use_fusion = False
   elif variant == 'no_fgfa':
     if not pairs:
-      raise ValueError(f'ablation no_fgfa: the config aligns no pair (modalities {modalities}, '
-                       f'align_pairs {tuple(config.model.align_pairs)})')
+      raise ValueError(
+        f'ablation no_fgfa: the config aligns no pair (modalities {modalities}, '
+        f'align_pairs {tuple(config.model.align_pairs)})'
+      )
     config.model.align_pairs = ()
   elif variant.startswith('no_fgfa_'):
-    pair = variant[len('no_fgfa_'):]
+    pair = variant[len('no_fgfa_') :]
     if pair not in pairs:
-      raise ValueError(f'ablation {variant}: {pair!r} is not an FGFA pair of this config '
-                       f'(pairs {pairs})')
+      raise ValueError(
+        f'ablation {variant}: {pair!r} is not an FGFA pair of this config (pairs {pairs})'
+      )
     config.model.align_pairs = tuple(p for p in config.model.align_pairs if p != pair)
   elif variant.startswith('no_'):
-    m = variant[len('no_'):]
+    m = variant[len('no_') :]
     if m not in modalities or len(modalities) == 1:
-      raise ValueError(f'ablation {variant}: needs {m!r} among at least two modalities; the '
-                       f'config has {modalities}')
+      raise ValueError(
+        f'ablation {variant}: needs {m!r} among at least two modalities; the '
+        f'config has {modalities}'
+      )
     config.modalities = tuple(x for x in modalities if x != m)
-    config.model.align_pairs = () if m == modalities_lib.REFERENCE else tuple(
-        p for p in config.model.align_pairs if p != m)
+    config.model.align_pairs = (
+      () if m == modalities_lib.REFERENCE else tuple(p for p in config.model.align_pairs if p != m)
+    )
   return config
 
 

@@ -41,8 +41,10 @@ def sampling_positions(offsets, mask, kernel_size, dilation):
   kh, kw = kernel_size
   t, k = mask.shape
   if offsets.shape != (t, 2 * k) or k != kh * kw:
-    raise ValueError(f'offsets {offsets.shape} / mask {mask.shape} do not match a {kh}x{kw} '
-                     f'kernel: expected (T, {2 * kh * kw}) and (T, {kh * kw})')
+    raise ValueError(
+      f'offsets {offsets.shape} / mask {mask.shape} do not match a {kh}x{kw} '
+      f'kernel: expected (T, {2 * kh * kw}) and (T, {kh * kw})'
+    )
   taps = np.arange(k)
   i, j = taps // kw, taps % kw
   dy, dx = offsets[:, 0::2], offsets[:, 1::2]  # (T, K)
@@ -70,29 +72,42 @@ def plot_sampling(path, pair, offsets, mask, kernel_size, dilation, text_len, pa
   n = text_len + 1
   positions, weights, base = positions[:n], weights[:n], base[:n]
   steps = np.arange(n)
-  fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.5, 0.25 * n + 4), 7.5),
-                                    gridspec_kw={'height_ratios': [3, 1.2]})
+  fig, (top, bottom) = plt.subplots(
+    2, 1, figsize=(max(7.5, 0.25 * n + 4), 7.5), gridspec_kw={'height_ratios': [3, 1.2]}
+  )
   for tap in range(base.shape[1]):
     top.plot(steps, base[:, tap], color='0.85', lw=0.8, zorder=0)
   order = np.argsort(weights, axis=None)  # heaviest samples drawn last
   xs = np.broadcast_to(steps[:, None], positions.shape).reshape(-1)[order]
   w = weights.reshape(-1)[order]
-  points = top.scatter(xs, positions.reshape(-1)[order], c=w, s=6 + 60 * w, cmap='viridis',
-                       vmin=0.0, vmax=1.0, edgecolors='none')
+  points = top.scatter(
+    xs,
+    positions.reshape(-1)[order],
+    c=w,
+    s=6 + 60 * w,
+    cmap='viridis',
+    vmin=0.0,
+    vmax=1.0,
+    edgecolors='none',
+  )
   fig.colorbar(points, ax=top, label='effective weight (mask x row overlap)', pad=0.12)
   top.axhspan(-0.5, 0.5, color='0.95', zorder=-1)  # the CLS column of the partner map
   top.set_xlim(-0.5, n - 0.5)
   top.set_xlabel('text step (0 = CLS)')
   top.set_ylabel(f'{pair} position (text steps, resampled)')
-  top.set_title(f'FGFA {pair}->text: sampled {pair} positions '
-                f'({kernel_size[0]}x{kernel_size[1]} taps, dilation {dilation})', fontsize=10)
+  top.set_title(
+    f'FGFA {pair}->text: sampled {pair} positions '
+    f'({kernel_size[0]}x{kernel_size[1]} taps, dilation {dilation})',
+    fontsize=10,
+  )
   if text_len > 1 and partner_len > 1:
     scale = (partner_len - 1) / (text_len - 1)  # resample_to: text step u+1 <- partner u*scale+1
-    top.secondary_yaxis('right', functions=(lambda y: (y - 1) * scale,
-                                            lambda f: f / scale + 1)).set_ylabel(
-                                                f'{pair} frame (0 = first real frame)')
-  image = bottom.imshow(weights.T, aspect='auto', cmap='viridis', vmin=0.0, vmax=1.0,
-                        interpolation='nearest')
+    top.secondary_yaxis(
+      'right', functions=(lambda y: (y - 1) * scale, lambda f: f / scale + 1)
+    ).set_ylabel(f'{pair} frame (0 = first real frame)')
+  image = bottom.imshow(
+    weights.T, aspect='auto', cmap='viridis', vmin=0.0, vmax=1.0, interpolation='nearest'
+  )
   bottom.set_xlabel('text step (0 = CLS)')
   bottom.set_ylabel('tap (row-major)')
   bottom.set_yticks(range(weights.shape[1]))
@@ -113,23 +128,27 @@ def plot_cross_attention(path, query, weights, query_len, keys):
     keys: [(modality, padded steps T_o, real steps L_o)] of the attended modalities, in the
       order their steps are concatenated.
   """
-  mean = weights.mean(0)[:query_len + 1]  # (L_q + 1, sum_o (T_o + 1)), averaged over heads
+  mean = weights.mean(0)[: query_len + 1]  # (L_q + 1, sum_o (T_o + 1)), averaged over heads
   columns, edges, start = [], [0], 0
   for _, padded, real in keys:
-    columns.append(mean[:, start:start + real + 1])  # CLS + real steps of that modality
+    columns.append(mean[:, start : start + real + 1])  # CLS + real steps of that modality
     start += padded + 1
     edges.append(edges[-1] + real + 1)
   shown = np.concatenate(columns, axis=1)
-  fig, ax = plt.subplots(figsize=(max(7.5, 0.02 * shown.shape[1] + 5),
-                                  max(4.0, 0.12 * shown.shape[0] + 2)))
+  fig, ax = plt.subplots(
+    figsize=(max(7.5, 0.02 * shown.shape[1] + 5), max(4.0, 0.12 * shown.shape[0] + 2))
+  )
   image = ax.imshow(shown, aspect='auto', cmap='magma', interpolation='nearest')
   for edge in edges[1:-1]:
     ax.axvline(edge - 0.5, color='white', lw=1.0)
   ax.set_xticks([(a + b - 1) / 2 for a, b in zip(edges[:-1], edges[1:])])
   ax.set_xticklabels([f'{m} (CLS + {real})' for m, _, real in keys])
   ax.set_ylabel(f'{query} step (0 = CLS)')
-  ax.set_title(f'{query} attending to the other modalities (last fusion layer, mean of '
-               f'{weights.shape[0]} heads)', fontsize=10)
+  ax.set_title(
+    f'{query} attending to the other modalities (last fusion layer, mean of '
+    f'{weights.shape[0]} heads)',
+    fontsize=10,
+  )
   fig.colorbar(image, ax=ax, label='attention weight')
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -155,23 +174,32 @@ def plot_example(out_dir, config, batch, intermediates) -> list[str]:
   for key, far in sorted(intermediates.items()):
     if not key.endswith('_far'):
       continue
-    pair = key[:-len('_far')]
+    pair = key[: -len('_far')]
     path = os.path.join(out_dir, f'{pair}_sampling.png')
-    plot_sampling(path, pair, far['offsets'][0, 0], far['mask'][0, 0],
-                  tuple(config.model.far_kernel), int(config.model.dilations.get(pair, 1)),
-                  lengths['text'], lengths[pair])
+    plot_sampling(
+      path,
+      pair,
+      far['offsets'][0, 0],
+      far['mask'][0, 0],
+      tuple(config.model.far_kernel),
+      int(config.model.dilations.get(pair, 1)),
+      lengths['text'],
+      lengths[pair],
+    )
     written.append(path)
   for m, weights in sorted(intermediates.get('cross_attention', {}).items()):
     others = [o for o in config.modalities if o != m]  # TriModalFusion's concatenation order
     path = os.path.join(out_dir, f'cross_attention_{m}.png')
-    plot_cross_attention(path, m, weights[0], lengths[m],
-                         [(o, int(config.max_len[o]), lengths[o]) for o in others])
+    plot_cross_attention(
+      path, m, weights[0], lengths[m], [(o, int(config.max_len[o]), lengths[o]) for o in others]
+    )
     written.append(path)
   return written
 
 
-def write_plots(workdir: str, example_id: str, split: str = 'test', config=None,
-                out_dir: str | None = None) -> list[str]:
+def write_plots(
+  workdir: str, example_id: str, split: str = 'test', config=None, out_dir: str | None = None
+) -> list[str]:
   """Restores the run in `workdir`, runs example `example_id` of `split` and plots it.
 
   Args:

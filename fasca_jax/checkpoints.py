@@ -35,8 +35,7 @@ def abstract_state(config) -> steps.TrainState:
   tx, _ = steps.make_optimizer(config, total_steps=1, steps_per_epoch=1)  # shapes only
   shapes = jax.eval_shape(lambda: steps.init_state(model, tx, config, np.int32(0)))
   replicated = NamedSharding(distributed.make_mesh(), P())
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                      shapes)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
 
 def _ranking(metrics: dict) -> tuple[float, int]:
@@ -49,13 +48,20 @@ class Checkpoints:
 
   def __init__(self, workdir: str, keep: int = 2):
     self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+      [
         ocp.checkpoint_managers.LatestN(n=keep),
-        ocp.checkpoint_managers.BestN(get_metric_fn=_ranking, reverse=True, n=1,
-                                      keep_checkpoints_without_metrics=False)])
+        ocp.checkpoint_managers.BestN(
+          get_metric_fn=_ranking, reverse=True, n=1, keep_checkpoints_without_metrics=False
+        ),
+      ]
+    )
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(
-            create=True, preservation_policy=policy, best_fn=_ranking, best_mode='min'))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        create=True, preservation_policy=policy, best_fn=_ranking, best_mode='min'
+      ),
+    )
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -70,11 +76,17 @@ class Checkpoints:
     step = int(state.step)
     if step in self._manager.all_steps():
       return
-    metrics = ({'valid_loss': float(valid_loss), 'step': step}
-               if valid_loss is not None and np.isfinite(valid_loss) else None)
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)),
-                       metrics=metrics, force=True)
+    metrics = (
+      {'valid_loss': float(valid_loss), 'step': step}
+      if valid_loss is not None and np.isfinite(valid_loss)
+      else None
+    )
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)),
+      metrics=metrics,
+      force=True,
+    )
 
   def wait(self):
     """Blocks until the asynchronous saves are on disk."""
@@ -107,14 +119,22 @@ class Checkpoints:
 
   def _restore(self, step: int, abstract: steps.TrainState, set_aside: bool):
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()))
+      restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()
+        ),
+      )
       return restored['state'], restored['extra']
     except Exception as e:  # pylint: disable=broad-except
       path = os.path.join(self.directory, str(step))
       reason = (str(e).splitlines() or [''])[0][:300]
-      logging.warning('Skipping unreadable checkpoint %s (%s: %s); trying an older one.',
-                      path, type(e).__name__, reason)
+      logging.warning(
+        'Skipping unreadable checkpoint %s (%s: %s); trying an older one.',
+        path,
+        type(e).__name__,
+        reason,
+      )
       if set_aside:
         self._set_aside(path)
       return None
@@ -144,12 +164,21 @@ def restore_best(config, workdir: str) -> tuple[steps.TrainState, int]:
     if state is not None:
       logging.info('Restored step %d of %s.', step, workdir)
       return state, step
-  seed_runs = sorted(d for d in os.listdir(workdir) if d.startswith('seed_')) if os.path.isdir(
-      workdir) else []
-  hint = (f' It holds the runs of a seed sweep: use one of them, e.g. '
-          f'--workdir={os.path.join(workdir, seed_runs[0])}.' if seed_runs else '')
-  raise FileNotFoundError(f'no checkpoint in {workdir!r}: train first with '
-                          f'`python train.py --config=... --workdir={workdir}`.{hint}')
+  seed_runs = (
+    sorted(d for d in os.listdir(workdir) if d.startswith('seed_'))
+    if os.path.isdir(workdir)
+    else []
+  )
+  hint = (
+    f' It holds the runs of a seed sweep: use one of them, e.g. '
+    f'--workdir={os.path.join(workdir, seed_runs[0])}.'
+    if seed_runs
+    else ''
+  )
+  raise FileNotFoundError(
+    f'no checkpoint in {workdir!r}: train first with '
+    f'`python train.py --config=... --workdir={workdir}`.{hint}'
+  )
 
 
 def check_workdir(workdir: str, needed_bytes: int):
@@ -164,8 +193,10 @@ def check_workdir(workdir: str, needed_bytes: int):
     raise OSError(f'workdir {workdir!r} is not writable: {e}') from e
   free = shutil.disk_usage(workdir).free
   if free < needed_bytes:
-    raise OSError(f'workdir {workdir!r} has {free / 2**20:.1f} MiB free; checkpoints need about '
-                  f'{needed_bytes / 2**20:.1f} MiB. Free some space or choose another --workdir.')
+    raise OSError(
+      f'workdir {workdir!r} has {free / 2**20:.1f} MiB free; checkpoints need about '
+      f'{needed_bytes / 2**20:.1f} MiB. Free some space or choose another --workdir.'
+    )
 
 
 def state_bytes(state: steps.TrainState) -> int:

@@ -12,11 +12,14 @@ from absl import logging
 
 from fasca_jax import distributed
 
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0 for multi-process runs '
-                                   '(or $JAX_COORDINATOR_ADDRESS).')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
-                                      'Process count (or $JAX_NUM_PROCESSES).')
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address',
+  None,
+  'host:port of process 0 for multi-process runs (or $JAX_COORDINATOR_ADDRESS).',
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  'num_processes', None, 'Process count (or $JAX_NUM_PROCESSES).'
+)
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (or $JAX_PROCESS_ID).')
 
 
@@ -25,7 +28,8 @@ class _LibraryInfoFilter(logging_std.Filter):
 
   def filter(self, record):
     return record.levelno >= logging_std.WARNING or not any(
-        part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/', '/grain/'))
+      part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/', '/grain/')
+    )
 
 
 def setup_logging():
@@ -38,13 +42,18 @@ def _override_error(argv, error) -> str | None:
   """The message for a `--config.<path>=...` override naming a field the config lacks."""
   key = re.sub(r"^[\"']+|[\"']+$", '', str(error))
   overrides = [a for a in argv if a.startswith('--config.')]
-  culprits = [a.split('=', 1)[0] for a in overrides
-              if key in a.split('=', 1)[0][len('--config.'):].split('.')]
+  culprits = [
+    a.split('=', 1)[0]
+    for a in overrides
+    if key in a.split('=', 1)[0][len('--config.') :].split('.')
+  ]
   if not culprits:
     return None
-  return (f'error: {culprits[0]}: the config has no field {key!r}. Configs are locked, so an '
-          f'override must name an existing field; see the config file and configs/default.py '
-          f'for the fields (e.g. --config.optimizer.lr).')
+  return (
+    f'error: {culprits[0]}: the config has no field {key!r}. Configs are locked, so an '
+    f'override must name an existing field; see the config file and configs/default.py '
+    f'for the fields (e.g. --config.optimizer.lr).'
+  )
 
 
 def run(main, argv: list[str] | None = None):

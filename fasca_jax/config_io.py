@@ -43,9 +43,10 @@ def load(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f'{path} not found: {workdir!r} is not a training run directory (train.py writes '
-        f'{CONFIG_FILE} there when it starts), or it predates {CONFIG_FILE}; pass the config it '
-        f'was trained with, e.g. --config=configs/meld.py:multimodal.')
+      f'{path} not found: {workdir!r} is not a training run directory (train.py writes '
+      f'{CONFIG_FILE} there when it starts), or it predates {CONFIG_FILE}; pass the config it '
+      f'was trained with, e.g. --config=configs/meld.py:multimodal.'
+    )
   with open(path) as f:
     config = ml_collections.ConfigDict(_tuples(json.load(f)))
   config.lock()

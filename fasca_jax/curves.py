@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Sequence
 
+
 def read_metrics(path: str) -> dict[str, list[dict]]:
   """metrics.jsonl -> kind -> rows sorted by step.
 
@@ -33,14 +34,19 @@ def plot(metrics_path: str, out_path: str, key_metrics: Sequence[str], steps_per
   """Draws the curves of `metrics_path` into the PNG `out_path` (replaced atomically); the
   right panel shows `key_metrics` (the task's, e.g. Has0_acc_2 and Has0_F1_score)."""
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
   rows = read_metrics(metrics_path)  # values: numbers, or 'nan' / 'inf' strings (float() reads).
   train, valid, test = rows.get('train', []), rows.get('valid', []), rows.get('test', [])
   epoch = lambda r: r['step'] / steps_per_epoch
 
   fig = Figure(figsize=(10, 4), layout='constrained')
   loss_ax, metric_ax = fig.subplots(1, 2)
-  loss_ax.plot([epoch(r) for r in train], [float(r['loss']) for r in train], lw=1,
-               label='train (logging-window mean)')
+  loss_ax.plot(
+    [epoch(r) for r in train],
+    [float(r['loss']) for r in train],
+    lw=1,
+    label='train (logging-window mean)',
+  )
   loss_ax.plot([epoch(r) for r in valid], [float(r['loss']) for r in valid], 'o-', label='valid')
   best = min(valid, key=lambda r: float(r['loss']), default=None)
   for ax in (loss_ax, metric_ax):
@@ -50,12 +56,21 @@ def plot(metrics_path: str, out_path: str, key_metrics: Sequence[str], steps_per
     ax.grid(alpha=0.3)
   loss_ax.set_ylabel('loss')
   for name in key_metrics:
-    lines = metric_ax.plot([epoch(r) for r in valid if name in r],
-                           [float(r[name]) for r in valid if name in r], 'o-',
-                           label=f'valid {name}')
+    lines = metric_ax.plot(
+      [epoch(r) for r in valid if name in r],
+      [float(r[name]) for r in valid if name in r],
+      'o-',
+      label=f'valid {name}',
+    )
     if best is not None and test and name in test[-1]:
-      metric_ax.plot([epoch(best)], [float(test[-1][name])], '*', ms=12,
-                     color=lines[0].get_color(), label=f'test {name} (best checkpoint)')
+      metric_ax.plot(
+        [epoch(best)],
+        [float(test[-1][name])],
+        '*',
+        ms=12,
+        color=lines[0].get_color(),
+        label=f'test {name} (best checkpoint)',
+      )
   metric_ax.set_ylabel('metric')
   loss_ax.legend(fontsize=8)
   metric_ax.legend(fontsize=8)

@@ -6,12 +6,18 @@ import os
 from absl import logging
 import jax
 
-ENV = {'coordinator_address': 'JAX_COORDINATOR_ADDRESS', 'num_processes': 'JAX_NUM_PROCESSES',
-       'process_id': 'JAX_PROCESS_ID'}
+ENV = {
+  'coordinator_address': 'JAX_COORDINATOR_ADDRESS',
+  'num_processes': 'JAX_NUM_PROCESSES',
+  'process_id': 'JAX_PROCESS_ID',
+}
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None):
+def initialize(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+):
   """Joins a multi-process run when a coordinator is given (flag or $JAX_COORDINATOR_ADDRESS).
 
   Without one this is a single-process run and nothing happens. On CPU, collectives across
@@ -24,8 +30,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   process_id = _setting('process_id', process_id)
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # affects CPU devices only.
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
-  logging.info('Process %d of %d joined %s: %d global devices.', jax.process_index(),
-               jax.process_count(), coordinator_address, jax.device_count())
+  logging.info(
+    'Process %d of %d joined %s: %d global devices.',
+    jax.process_index(),
+    jax.process_count(),
+    coordinator_address,
+    jax.device_count(),
+  )
 
 
 def _setting(name: str, value: int | None) -> int:
@@ -34,15 +45,16 @@ def _setting(name: str, value: int | None) -> int:
     return value
   text = os.environ.get(ENV[name])
   if text is None or not text.strip().isdigit():
-    raise ValueError(f'A multi-process run needs --{name} or ${ENV[name]} (a non-negative '
-                     f'integer), found {text!r}.')
+    raise ValueError(
+      f'A multi-process run needs --{name} or ${ENV[name]} (a non-negative '
+      f'integer), found {text!r}.'
+    )
   return int(text)
 
 
 def make_mesh() -> jax.sharding.Mesh:
   """The one-axis mesh `data` over every device of every process."""
-  return jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def check_batch_size(batch_size: int, name: str):
@@ -50,6 +62,7 @@ def check_batch_size(batch_size: int, name: str):
   n = jax.device_count()
   if batch_size % n:
     raise ValueError(
-        f'config.{name}={batch_size} is not divisible by the device count {n} '
-        f'({jax.process_count()} process(es) x {jax.local_device_count()} local devices); '
-        f'use a multiple of {n}.')
+      f'config.{name}={batch_size} is not divisible by the device count {n} '
+      f'({jax.process_count()} process(es) x {jax.local_device_count()} local devices); '
+      f'use a multiple of {n}.'
+    )

@@ -38,8 +38,15 @@ RESULTS_FILE = 'results.json'
 SPLITS = {'train': 'train', 'valid': 'validation', 'test': 'test'}  # name -> dataset split
 
 
-def evaluate(jitted: steps.JittedSteps, params, dataset: input_pipeline.Dataset, split: str, *,
-             batch_size: int, with_ids: bool = False) -> tuple[dict, dict]:
+def evaluate(
+  jitted: steps.JittedSteps,
+  params,
+  dataset: input_pipeline.Dataset,
+  split: str,
+  *,
+  batch_size: int,
+  with_ids: bool = False,
+) -> tuple[dict, dict]:
   """One pass of `params` over `split` ('train', 'valid' or 'test') -> (metrics, host arrays).
 
   The host arrays `output`, `target`, `loss`, `index` (and `id` (N,) str with `with_ids`) hold
@@ -50,11 +57,15 @@ def evaluate(jitted: steps.JittedSteps, params, dataset: input_pipeline.Dataset,
   if split not in SPLITS:
     raise ValueError(f'unknown split {split!r}: expected one of {sorted(SPLITS)}')
   distributed.check_batch_size(batch_size, 'eval_batch_size')
-  batches = input_pipeline.make_batches(dataset, SPLITS[split], train=False,
-                                        global_batch_size=batch_size, seed=0)
-  parts = [multihost_utils.process_allgather(
-      jitted.evaluate(params, input_pipeline.to_global(batch, jitted.data_sharding)), tiled=True)
-           for batch in batches]
+  batches = input_pipeline.make_batches(
+    dataset, SPLITS[split], train=False, global_batch_size=batch_size, seed=0
+  )
+  parts = [
+    multihost_utils.process_allgather(
+      jitted.evaluate(params, input_pipeline.to_global(batch, jitted.data_sharding)), tiled=True
+    )
+    for batch in batches
+  ]
   host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   valid = host.pop('valid').astype(bool)
   host = {k: v[valid] for k, v in host.items()}
@@ -65,9 +76,15 @@ def evaluate(jitted: steps.JittedSteps, params, dataset: input_pipeline.Dataset,
   return results, host
 
 
-def evaluate_run(config, workdir: str, splits: Iterable[str] = ('test',), *,
-                 predictions_path: str | None = None, jitted: steps.JittedSteps | None = None,
-                 dataset: input_pipeline.Dataset | None = None) -> dict:
+def evaluate_run(
+  config,
+  workdir: str,
+  splits: Iterable[str] = ('test',),
+  *,
+  predictions_path: str | None = None,
+  jitted: steps.JittedSteps | None = None,
+  dataset: input_pipeline.Dataset | None = None,
+) -> dict:
   """Restores the best checkpoint of `workdir` (latest if none) and evaluates it on `splits`.
 
   Splits are 'train', 'valid' or 'test'. Results are merged into workdir/results.json. With
@@ -80,9 +97,14 @@ def evaluate_run(config, workdir: str, splits: Iterable[str] = ('test',), *,
   state, _ = checkpoints.restore_best(config, workdir)
   results, rows = {}, []
   for split in splits:
-    results[split], host = evaluate(jitted, state.params, dataset, split,
-                                    batch_size=config.eval_batch_size,
-                                    with_ids=predictions_path is not None)
+    results[split], host = evaluate(
+      jitted,
+      state.params,
+      dataset,
+      split,
+      batch_size=config.eval_batch_size,
+      with_ids=predictions_path is not None,
+    )
     if predictions_path is not None:
       rows.extend(prediction_rows(jitted.task, split, host))
   write_results(workdir, results)
@@ -126,8 +148,10 @@ def prediction_rows(task: tasks.Task, split: str, host: dict) -> Iterator[dict]:
   """
   ids, output, target = host['id'], np.asarray(host['output']), np.asarray(host['target'])
   if not len(ids) == len(output) == len(target):
-    raise ValueError(f'split {split!r}: {len(ids)} ids, {len(output)} outputs and '
-                     f'{len(target)} targets; expected one of each per example.')
+    raise ValueError(
+      f'split {split!r}: {len(ids)} ids, {len(output)} outputs and '
+      f'{len(target)} targets; expected one of each per example.'
+    )
   for i, example_id in enumerate(ids):
     yield {'id': str(example_id), 'split': split, **task.prediction_row(output[i], target[i])}
 

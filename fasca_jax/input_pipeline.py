@@ -26,6 +26,7 @@ ceil(ceil(n / process_count) / B), completed with `valid=False` rows (id '').
 `split_summary` reads a split once (ids and every modality's length) and caches that beside the
 TFDS data: evaluation names gathered examples by it, training counts the cropped examples by it.
 """
+
 import dataclasses
 import functools
 import importlib
@@ -76,10 +77,11 @@ def ensure_built(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   if not getattr(builder, 'BUILD_AUTOMATICALLY', False):
     variant = config.dataset.config
     raise FileNotFoundError(
-        f'Dataset {_name(config)} is not built under data_dir={config.data_dir}. Build it from '
-        f'the manually downloaded files with:\n  python -m data_prep.build '
-        f'--dataset={config.dataset.name}{f" --config={variant}" if variant else ""} '
-        f'--manual_dir=DIR --data_dir={config.data_dir}')
+      f'Dataset {_name(config)} is not built under data_dir={config.data_dir}. Build it from '
+      f'the manually downloaded files with:\n  python -m data_prep.build '
+      f'--dataset={config.dataset.name}{f" --config={variant}" if variant else ""} '
+      f'--manual_dir=DIR --data_dir={config.data_dir}'
+    )
   logging.info('Building %s into %s (first use).', _name(config), config.data_dir)
   builder.download_and_prepare(file_format='array_record')
   return builder
@@ -103,6 +105,7 @@ class Dataset:
     targets: target field -> (shape as stored, dtype of the batch), for those the dataset has.
     num_workers: grain worker processes (0: read in this process).
   """
+
   name: str
   builder: tfds.core.DatasetBuilder
   max_len: dict[str, int]
@@ -140,19 +143,25 @@ def open_dataset(config: ml_collections.ConfigDict) -> Dataset:
   widths = {}
   for m in config.modalities:
     if m not in features:
-      raise ValueError(f'Modality {m!r} of config.modalities is not in dataset {dataset} '
-                       f'(features: {sorted(features.keys())}).')
+      raise ValueError(
+        f'Modality {m!r} of config.modalities is not in dataset {dataset} '
+        f'(features: {sorted(features.keys())}).'
+      )
     shape = tuple(features[m].shape)
     if m in dims and shape[1:] != (dims[m],):
-      raise ValueError(f'Dataset {dataset}: field {m!r} has shape {shape} but config.dims.{m} '
-                       f'expects {(None, dims[m])}.')
+      raise ValueError(
+        f'Dataset {dataset}: field {m!r} has shape {shape} but config.dims.{m} '
+        f'expects {(None, dims[m])}.'
+      )
     widths[m] = shape[1]
   return Dataset(
-      name=dataset, builder=builder, widths=widths,
-      max_len={m: int(config.max_len[m]) for m in config.modalities},
-      targets={t: (tuple(features[t].shape), dtype)
-               for t, dtype in TARGETS.items() if t in features},
-      num_workers=config.get('num_workers', 0))
+    name=dataset,
+    builder=builder,
+    widths=widths,
+    max_len={m: int(config.max_len[m]) for m in config.modalities},
+    targets={t: (tuple(features[t].shape), dtype) for t, dtype in TARGETS.items() if t in features},
+    num_workers=config.get('num_workers', 0),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +172,7 @@ class _ToExample(grain.transforms.Map):
     max_len: modality -> L_m; its keys are the modalities kept.
     targets: target name -> (shape as stored in the dataset, dtype of the batch).
   """
+
   max_len: dict[str, int]
   targets: dict[str, tuple[tuple[int, ...], type]]
 
@@ -220,9 +230,17 @@ def _finite(x, example_id: str, field: str) -> np.ndarray:
   return x
 
 
-def make_batches(dataset: Dataset, split: str, *, train: bool, global_batch_size: int,
-                 seed: int, process_index: int | None = None, process_count: int | None = None,
-                 shuffle: bool | None = None) -> Iterator[dict]:
+def make_batches(
+  dataset: Dataset,
+  split: str,
+  *,
+  train: bool,
+  global_batch_size: int,
+  seed: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  shuffle: bool | None = None,
+) -> Iterator[dict]:
   """This process's batches of `split` (layout and modes in the module docstring).
 
   Args:
@@ -241,8 +259,9 @@ def make_batches(dataset: Dataset, split: str, *, train: bool, global_batch_size
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch_size % process_count:
-    raise ValueError(f'Global batch size {global_batch_size} does not divide over '
-                     f'{process_count} processes.')
+    raise ValueError(
+      f'Global batch size {global_batch_size} does not divide over {process_count} processes.'
+    )
   batch_size = global_batch_size // process_count
   shuffle = train if shuffle is None else shuffle
   to_example = _ToExample(max_len=dataset.max_len, targets=dataset.targets)
@@ -250,22 +269,43 @@ def make_batches(dataset: Dataset, split: str, *, train: bool, global_batch_size
   if train:
     shard = grain.sharding.ShardOptions(process_index, process_count, drop_remainder=True)
     loader = grain.DataLoader(
-        data_source=source,
-        sampler=grain.samplers.IndexSampler(
-            len(source), shard_options=shard, shuffle=shuffle, num_epochs=None, seed=seed),
-        operations=[to_example, grain.transforms.Batch(batch_size, drop_remainder=True)],
-        worker_count=dataset.num_workers,
-        shard_options=shard,
-        read_options=grain.ReadOptions(num_threads=min(16, READ_AHEAD_BATCHES * batch_size),
-                                       prefetch_buffer_size=READ_AHEAD_BATCHES * batch_size))
+      data_source=source,
+      sampler=grain.samplers.IndexSampler(
+        len(source), shard_options=shard, shuffle=shuffle, num_epochs=None, seed=seed
+      ),
+      operations=[to_example, grain.transforms.Batch(batch_size, drop_remainder=True)],
+      worker_count=dataset.num_workers,
+      shard_options=shard,
+      read_options=grain.ReadOptions(
+        num_threads=min(16, READ_AHEAD_BATCHES * batch_size),
+        prefetch_buffer_size=READ_AHEAD_BATCHES * batch_size,
+      ),
+    )
     return iter(loader)
-  return _eval_batches(source, to_example, to_example.blank(dataset.widths), batch_size,
-                       process_index, process_count, shuffle, seed, dataset.num_workers)
+  return _eval_batches(
+    source,
+    to_example,
+    to_example.blank(dataset.widths),
+    batch_size,
+    process_index,
+    process_count,
+    shuffle,
+    seed,
+    dataset.num_workers,
+  )
 
 
-def _eval_batches(source, to_example: _ToExample, blank: dict, batch_size: int,
-                  process_index: int, process_count: int, shuffle: bool, seed: int,
-                  workers: int) -> Iterator[dict]:
+def _eval_batches(
+  source,
+  to_example: _ToExample,
+  blank: dict,
+  batch_size: int,
+  process_index: int,
+  process_count: int,
+  shuffle: bool,
+  seed: int,
+  workers: int,
+) -> Iterator[dict]:
   """One pass over this process's shard, padded to the same batch count on every process."""
   per_process, extra = divmod(len(source), process_count)
   start = process_index * per_process + min(process_index, extra)
@@ -275,9 +315,11 @@ def _eval_batches(source, to_example: _ToExample, blank: dict, batch_size: int,
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.map(to_example).batch(
-      batch_size, batch_fn=functools.partial(_pad_and_stack, batch_size=batch_size, blank=blank))
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=READ_AHEAD_BATCHES,
-                                            prefetch_buffer_size=READ_AHEAD_BATCHES))
+    batch_size, batch_fn=functools.partial(_pad_and_stack, batch_size=batch_size, blank=blank)
+  )
+  ds = ds.to_iter_dataset(
+    grain.ReadOptions(num_threads=READ_AHEAD_BATCHES, prefetch_buffer_size=READ_AHEAD_BATCHES)
+  )
   if workers:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   yield from ds
@@ -296,8 +338,9 @@ def _stack(rows: list[dict]) -> dict:
   return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
 
 
-def example_batch(record: dict, *, max_len: dict[str, int], targets: dict | None = None,
-                  index: int = -1) -> dict:
+def example_batch(
+  record: dict, *, max_len: dict[str, int], targets: dict | None = None, index: int = -1
+) -> dict:
   """One record as a batch of 1 in the batch layout, cropped and padded as training does.
 
   Args:
@@ -313,8 +356,11 @@ def example_batch(record: dict, *, max_len: dict[str, int], targets: dict | None
 def to_global(batch: dict, sharding: jax.sharding.NamedSharding) -> dict:
   """Per-process NumPy batch -> global arrays sharded as `sharding`, without the host fields
   (`id`, every `m_len`)."""
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()
-          if k not in HOST_KEYS and not k.endswith('_len')}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, v)
+    for k, v in batch.items()
+    if k not in HOST_KEYS and not k.endswith('_len')
+  }
 
 
 # --- what a split holds -----------------------------------------------------------------------
@@ -326,6 +372,7 @@ class SplitSummary:
     ids: (N,) str.
     lengths: modality -> (N,) int32 steps before cropping, for every modality of the dataset.
   """
+
   ids: np.ndarray
   lengths: dict[str, np.ndarray]
 
@@ -340,23 +387,26 @@ def split_summary(dataset: Dataset, split: str) -> SplitSummary:
   path = os.path.join(dataset.builder.data_dir, f'summary-{split}.npz')
   if os.path.isfile(path):
     with np.load(path) as f:
-      return SplitSummary(ids=f['ids'], lengths={k[len('len_'):]: f[k] for k in f.files
-                                                 if k.startswith('len_')})
+      return SplitSummary(
+        ids=f['ids'], lengths={k[len('len_') :]: f[k] for k in f.files if k.startswith('len_')}
+      )
   features = dataset.builder.info.features
   streams = [m for m in modalities.MODALITIES if m in features]
-  logging.info('Reading the ids and lengths of %s/%s once (cached in %s).', dataset.name,
-               split, path)
+  logging.info(
+    'Reading the ids and lengths of %s/%s once (cached in %s).', dataset.name, split, path
+  )
   ds = grain.MapDataset.source(dataset.source(split)).map(
-      lambda r: (r['id'].decode(), [len(r[m]) for m in streams]))
+    lambda r: (r['id'].decode(), [len(r[m]) for m in streams])
+  )
   rows = list(ds.to_iter_dataset(grain.ReadOptions(num_threads=8, prefetch_buffer_size=64)))
   summary = SplitSummary(
-      ids=np.array([r[0] for r in rows], dtype=str),
-      lengths={m: np.array([r[1][i] for r in rows], np.int32) for i, m in enumerate(streams)})
+    ids=np.array([r[0] for r in rows], dtype=str),
+    lengths={m: np.array([r[1][i] for r in rows], np.int32) for i, m in enumerate(streams)},
+  )
   tmp = f'{path}.tmp-{os.getpid()}.npz'
   try:
     np.savez(tmp, ids=summary.ids, **{f'len_{m}': v for m, v in summary.lengths.items()})
     os.replace(tmp, path)
   except OSError as e:  # e.g. a read-only shared data_dir: read again next time.
-    logging.warning('Could not cache the summary of %s/%s in %s: %s', dataset.name, split,
-                    path, e)
+    logging.warning('Could not cache the summary of %s/%s in %s: %s', dataset.name, split, path, e)
   return summary

@@ -46,10 +46,11 @@ def check_config(config: ml_collections.ConfigDict, dims: dict[str, int], workdi
     trained = ', '.join(f'{m} {config.dims[m]}' for m in config.modalities)
     extracted = ', '.join(f'{m} {d}' for m, d in dims.items())
     raise InputError(
-        f'{workdir} was trained on features of widths {trained} '
-        f'({config.dataset.name}/{config.dataset.config}), but predict.py extracts Route B '
-        f'features of widths {extracted}. Train a run on Route B features, e.g. '
-        f'`python train.py --config=configs/meld.py:multimodal --workdir=DIR` (or :text).')
+      f'{workdir} was trained on features of widths {trained} '
+      f'({config.dataset.name}/{config.dataset.config}), but predict.py extracts Route B '
+      f'features of widths {extracted}. Train a run on Route B features, e.g. '
+      f'`python train.py --config=configs/meld.py:multimodal --workdir=DIR` (or :text).'
+    )
 
 
 def format_result(result: dict) -> str:
@@ -63,16 +64,21 @@ def format_result(result: dict) -> str:
   predicted = result['prediction']
   predicted = set(predicted) if isinstance(predicted, list) else {predicted}
   width = max(len(n) for n, _ in probs)
-  lines += [f'  {n.ljust(width)}  {p:.4f}{"  <- predicted" if n in predicted else ""}'
-            for n, p in probs]
+  lines += [
+    f'  {n.ljust(width)}  {p:.4f}{"  <- predicted" if n in predicted else ""}' for n, p in probs
+  ]
   return '\n'.join(lines)
 
 
 class MediaPredictor:
   """A restored run that predicts on media files (Route B features, then the model)."""
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict | None = None,
-               text_model_dir: str | None = None):
+  def __init__(
+    self,
+    workdir: str,
+    config: ml_collections.ConfigDict | None = None,
+    text_model_dir: str | None = None,
+  ):
     config = config if config is not None else config_io.load(workdir)
     self.text_model_dir = text_model_dir
     check_config(config, route_b_dims(text_model_dir), workdir)
@@ -107,12 +113,23 @@ class MediaPredictor:
     clip_id = os.path.splitext(os.path.basename(path))[0]
     for m, x in feats.items():
       if len(x) > self.config.max_len[m]:
-        logging.warning('%s: %s has %d steps; the model reads the first %d (config.max_len.%s).',
-                        path, m, len(x), self.config.max_len[m], m)
+        logging.warning(
+          '%s: %s has %d steps; the model reads the first %d (config.max_len.%s).',
+          path,
+          m,
+          len(x),
+          self.config.max_len[m],
+          m,
+        )
     outputs, _ = self.run.apply(self.run.batch(feats, clip_id))
     host = np.asarray(self.task.host_output(outputs['main']))[0]
-    return {'file': os.fspath(path), 'id': clip_id, 'text': text,
-            'steps': {m: len(x) for m, x in feats.items()}, **self.task.describe(host)}
+    return {
+      'file': os.fspath(path),
+      'id': clip_id,
+      'text': text,
+      'steps': {m: len(x) for m, x in feats.items()},
+      **self.task.describe(host),
+    }
 
 
 def clip_text(path) -> str:

@@ -50,9 +50,11 @@ class MetricWriter:
       # Imported here: tensorboardX imports torch when it is installed, seconds that processes
       # which write nothing (eval.py, process > 0) skip.
       import tensorboardX  # pylint: disable=g-import-not-at-top
+
       # The suffix keeps two writers started within one second from sharing (truncating) a file.
       self._tb = tensorboardX.SummaryWriter(
-          logdir=workdir, filename_suffix=f'.{os.getpid()}.{time.time_ns()}')
+        logdir=workdir, filename_suffix=f'.{os.getpid()}.{time.time_ns()}'
+      )
 
   def write(self, step: int, kind: str, scalars: Mapping[str, Any]):
     """Logs `scalars` (name -> number) of `kind` ('train', 'valid', 'test') at `step`."""
@@ -75,15 +77,21 @@ class MetricWriter:
     if not self.enabled:
       return
     with open(self.path, 'a') as f:
-      f.write(json.dumps({'step': 0, 'kind': 'hparams', 'config': config.to_dict()},
-                         default=str) + '\n')
+      f.write(
+        json.dumps({'step': 0, 'kind': 'hparams', 'config': config.to_dict()}, default=str) + '\n'
+      )
     from tensorboardX import summary  # pylint: disable=g-import-not-at-top
-    experiment, session_start, _ = summary.hparams(flat_hparams(config),
-                                                   dict.fromkeys(metric_tags, 0.0))
+
+    experiment, session_start, _ = summary.hparams(
+      flat_hparams(config), dict.fromkeys(metric_tags, 0.0)
+    )
     self._tb.file_writer.add_summary(experiment, global_step=0)
     self._tb.file_writer.add_summary(session_start, global_step=0)
-    self._tb.add_text('config', '```\n' + json.dumps(config.to_dict(), indent=2, default=str)
-                      + '\n```', global_step=0)
+    self._tb.add_text(
+      'config',
+      '```\n' + json.dumps(config.to_dict(), indent=2, default=str) + '\n```',
+      global_step=0,
+    )
     self._tb.flush()
 
   def close(self):

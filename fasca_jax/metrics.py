@@ -10,6 +10,7 @@
 All metrics are returned as full-precision Python floats; rounding to 4
 decimals is presentation only and happens in `format_table`.
 """
+
 import warnings
 
 import numpy as np
@@ -24,8 +25,7 @@ def _check_array(x, name):
   # Only float (or complex) arrays can hold non-finite values.
   if x.dtype.kind in 'fc' and not np.isfinite(x).all():
     n_bad = x.size - np.count_nonzero(np.isfinite(x))
-    raise ValueError(
-        f'{name} has {n_bad} non-finite value(s) (shape {x.shape}).')
+    raise ValueError(f'{name} has {n_bad} non-finite value(s) (shape {x.shape}).')
 
 
 def _check_pair(preds, labels, preds_name='preds', labels_name='labels'):
@@ -46,8 +46,9 @@ def _check_pair(preds, labels, preds_name='preds', labels_name='labels'):
   preds, labels = np.asarray(preds), np.asarray(labels)
   if preds.shape != labels.shape:
     raise ValueError(
-        f'{preds_name} and {labels_name} must have the same shape, got '
-        f'{preds_name} {preds.shape} and {labels_name} {labels.shape}.')
+      f'{preds_name} and {labels_name} must have the same shape, got '
+      f'{preds_name} {preds.shape} and {labels_name} {labels.shape}.'
+    )
   _check_array(preds, preds_name)
   _check_array(labels, labels_name)
   return preds, labels
@@ -140,8 +141,7 @@ def macro_f1(y_true, y_pred) -> float:
 def _pearson(x, y):
   """np.corrcoef(x, y)[0, 1] of (N,) arrays; NaN if x or y is constant."""
   # Constant input (or N == 1) is 0/0 in np.corrcoef; silence its warnings.
-  with (np.errstate(divide='ignore', invalid='ignore'),
-        warnings.catch_warnings()):
+  with np.errstate(divide='ignore', invalid='ignore'), warnings.catch_warnings():
     warnings.simplefilter('ignore', RuntimeWarning)
     return float(np.corrcoef(x, y)[0, 1])
 
@@ -157,8 +157,7 @@ def _multiclass_acc(preds, labels, bound):
   Returns:
     float in [0, 1].
   """
-  return accuracy(np.round(np.clip(labels, -bound, bound)),
-                  np.round(np.clip(preds, -bound, bound)))
+  return accuracy(np.round(np.clip(labels, -bound, bound)), np.round(np.clip(preds, -bound, bound)))
 
 
 def sentiment_metrics(preds, labels) -> dict[str, float]:
@@ -184,10 +183,12 @@ def sentiment_metrics(preds, labels) -> dict[str, float]:
   preds, labels = np.asarray(preds), np.asarray(labels)
   if np.squeeze(preds).shape != np.squeeze(labels).shape:
     raise ValueError(
-        'preds and labels must have the same shape up to size-1 axes, got '
-        f'preds {preds.shape} and labels {labels.shape}.')
-  preds, labels = _check_pair(preds.reshape(-1).astype(np.float64),
-                              labels.reshape(-1).astype(np.float64))
+      'preds and labels must have the same shape up to size-1 axes, got '
+      f'preds {preds.shape} and labels {labels.shape}.'
+    )
+  preds, labels = _check_pair(
+    preds.reshape(-1).astype(np.float64), labels.reshape(-1).astype(np.float64)
+  )
   non0 = labels != 0
   if np.any(non0):
     non0_acc = accuracy(labels[non0] > 0, preds[non0] > 0)
@@ -195,14 +196,14 @@ def sentiment_metrics(preds, labels) -> dict[str, float]:
   else:
     non0_acc = non0_f1 = float('nan')
   return {
-      'Has0_acc_2': accuracy(labels >= 0, preds >= 0),
-      'Has0_F1_score': weighted_f1(labels >= 0, preds >= 0),
-      'Non0_acc_2': non0_acc,
-      'Non0_F1_score': non0_f1,
-      'Mult_acc_5': _multiclass_acc(preds, labels, 2.0),
-      'Mult_acc_7': _multiclass_acc(preds, labels, 3.0),
-      'MAE': float(np.mean(np.abs(preds - labels))),
-      'Corr': _pearson(preds, labels),
+    'Has0_acc_2': accuracy(labels >= 0, preds >= 0),
+    'Has0_F1_score': weighted_f1(labels >= 0, preds >= 0),
+    'Non0_acc_2': non0_acc,
+    'Non0_F1_score': non0_f1,
+    'Mult_acc_5': _multiclass_acc(preds, labels, 2.0),
+    'Mult_acc_7': _multiclass_acc(preds, labels, 3.0),
+    'MAE': float(np.mean(np.abs(preds - labels))),
+    'Corr': _pearson(preds, labels),
   }
 
 
@@ -220,28 +221,27 @@ def _to_class_ids(logits, labels, logits_name):
   """
   logits, labels = np.asarray(logits), np.asarray(labels)
   if logits.ndim < 2:
-    raise ValueError(f'{logits_name} must have shape (..., num_classes), '
-                     f'got {logits.shape}.')
+    raise ValueError(f'{logits_name} must have shape (..., num_classes), got {logits.shape}.')
   if labels.shape not in (logits.shape, logits.shape[:-1]):
     raise ValueError(
-        f'labels must have shape {logits.shape[:-1]} (class ids) or '
-        f'{logits.shape} (one-hot) to match {logits_name} {logits.shape}, '
-        f'got labels {labels.shape}.')
+      f'labels must have shape {logits.shape[:-1]} (class ids) or '
+      f'{logits.shape} (one-hot) to match {logits_name} {logits.shape}, '
+      f'got labels {labels.shape}.'
+    )
   _check_array(logits, logits_name)
   _check_array(labels, 'labels')
   if labels.shape == logits.shape:
     labels = np.argmax(labels, axis=-1)
-  elif np.any((labels < 0) | (labels >= logits.shape[-1])
-              | (labels != np.round(labels))):
+  elif np.any((labels < 0) | (labels >= logits.shape[-1]) | (labels != np.round(labels))):
     raise ValueError(
-        f'labels must be integer class ids in [0, {logits.shape[-1]}), '
-        f'got values in [{labels.min()}, {labels.max()}] '
-        f'(labels {labels.shape}, {logits_name} {logits.shape}).')
+      f'labels must be integer class ids in [0, {logits.shape[-1]}), '
+      f'got values in [{labels.min()}, {labels.max()}] '
+      f'(labels {labels.shape}, {logits_name} {logits.shape}).'
+    )
   return np.argmax(logits, axis=-1), labels.astype(np.int64)
 
 
-def emotion_metrics(logits_or_probs, labels,
-                    class_names=None) -> dict[str, float]:
+def emotion_metrics(logits_or_probs, labels, class_names=None) -> dict[str, float]:
   """Single-label classification metrics (MELD: Acc and weighted F1).
 
   Args:
@@ -257,19 +257,19 @@ def emotion_metrics(logits_or_probs, labels,
   preds, labels = _to_class_ids(logits_or_probs, labels, 'logits_or_probs')
   preds, labels = preds.reshape(-1), labels.reshape(-1)
   results = {
-      'Acc': accuracy(labels, preds),
-      'F1_weighted': weighted_f1(labels, preds),
-      'F1_macro': macro_f1(labels, preds),
+    'Acc': accuracy(labels, preds),
+    'F1_weighted': weighted_f1(labels, preds),
+    'F1_macro': macro_f1(labels, preds),
   }
   if class_names is not None:
     num_classes = np.shape(logits_or_probs)[-1]
     if len(class_names) != num_classes:
       raise ValueError(
-          f'class_names has {len(class_names)} names, logits_or_probs has '
-          f'{num_classes} classes (shape {np.shape(logits_or_probs)}).')
+        f'class_names has {len(class_names)} names, logits_or_probs has '
+        f'{num_classes} classes (shape {np.shape(logits_or_probs)}).'
+      )
     f1, _ = _class_f1(labels, preds, np.arange(num_classes))
-    results.update(
-        {f'F1_{name}': float(v) for name, v in zip(class_names, f1)})
+    results.update({f'F1_{name}': float(v) for name, v in zip(class_names, f1)})
   return results
 
 
@@ -294,10 +294,8 @@ def iemocap_metrics(logits, labels) -> dict[str, float]:
   for i, emotion in enumerate(IEMOCAP_EMOTIONS):
     results[f'{emotion}_acc'] = accuracy(labels[:, i], preds[:, i])
     results[f'{emotion}_F1'] = weighted_f1(labels[:, i], preds[:, i])
-  results['Mean_acc'] = float(np.mean(
-      [results[f'{e}_acc'] for e in IEMOCAP_EMOTIONS]))
-  results['Mean_F1'] = float(np.mean(
-      [results[f'{e}_F1'] for e in IEMOCAP_EMOTIONS]))
+  results['Mean_acc'] = float(np.mean([results[f'{e}_acc'] for e in IEMOCAP_EMOTIONS]))
+  results['Mean_F1'] = float(np.mean([results[f'{e}_F1'] for e in IEMOCAP_EMOTIONS]))
   return results
 
 
@@ -317,10 +315,9 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
   metrics = list(dict.fromkeys(m for s in splits for m in results[s]))
   rows = [['metric'] + splits]
   for m in metrics:
-    rows.append([m] + [f'{results[s][m]:.4f}' if m in results[s] else '-'
-                       for s in splits])
+    rows.append([m] + [f'{results[s][m]:.4f}' if m in results[s] else '-' for s in splits])
   widths = [max(len(row[j]) for row in rows) for j in range(len(rows[0]))]
   return '\n'.join(
-      '  '.join([row[0].ljust(widths[0])]
-                + [c.rjust(w) for c, w in zip(row[1:], widths[1:])])
-      for row in rows)
+    '  '.join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])])
+    for row in rows
+  )

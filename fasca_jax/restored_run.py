@@ -40,8 +40,7 @@ class RestoredRun:
       m: (1, L_m, D_m) cropped / zero-padded to config.max_len, m_mask: (1, L_m), m_len: (1,).
     """
     max_len = {m: int(self.config.max_len[m]) for m in self.config.modalities}
-    return input_pipeline.example_batch({'id': example_id.encode(), **features},
-                                        max_len=max_len)
+    return input_pipeline.example_batch({'id': example_id.encode(), **features}, max_len=max_len)
 
   def find(self, split: str, example_id: str) -> dict:
     """The example `example_id` of `split` ('train', 'valid' or 'test') as a batch of 1.
@@ -55,12 +54,15 @@ class RestoredRun:
     ids = input_pipeline.split_summary(dataset, evaluation.SPLITS[split]).ids
     where = np.flatnonzero(ids == example_id)
     if not where.size:
-      raise KeyError(f'id {example_id!r} not found in split {split!r} of {dataset.name} '
-                     f'({len(ids)} examples); e.g. {", ".join(ids[:5])}')
+      raise KeyError(
+        f'id {example_id!r} not found in split {split!r} of {dataset.name} '
+        f'({len(ids)} examples); e.g. {", ".join(ids[:5])}'
+      )
     index = int(where[0])
     record = dataset.source(evaluation.SPLITS[split])[index]
-    return input_pipeline.example_batch(record, max_len=dataset.max_len,
-                                        targets=dataset.targets, index=index)
+    return input_pipeline.example_batch(
+      record, max_len=dataset.max_len, targets=dataset.targets, index=index
+    )
 
   def apply(self, batch: dict):
     """Forward pass (no dropout) -> (outputs, intermediates) as NumPy, see FascaNet."""

@@ -37,8 +37,10 @@ def parse_seeds(text: str) -> tuple[int, ...]:
   try:
     seeds = tuple(int(s) for s in items)
   except ValueError:
-    raise ValueError(f'config.seeds={text!r}: expected comma-separated integers, e.g. '
-                     f'--config.seeds=1111,1112,1113') from None
+    raise ValueError(
+      f'config.seeds={text!r}: expected comma-separated integers, e.g. '
+      f'--config.seeds=1111,1112,1113'
+    ) from None
   if len(set(seeds)) != len(seeds) or any(not 0 <= s < 2**31 for s in seeds):
     raise ValueError(f'config.seeds={text!r}: expected distinct integers in [0, 2**31)')
   return seeds
@@ -59,8 +61,9 @@ def seed_runs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.Con
   return {f'seed_{s}': seed_config(config, s) for s in seeds}
 
 
-def ablation_runs(config: ml_collections.ConfigDict,
-                  names: Sequence[str] | None = None) -> dict[str, ml_collections.ConfigDict]:
+def ablation_runs(
+  config: ml_collections.ConfigDict, names: Sequence[str] | None = None
+) -> dict[str, ml_collections.ConfigDict]:
   """variant -> its config, for `names` (default: every variant that applies to `config`).
   Every name is checked before anything trains."""
   return {v: ablations.apply(config, v) for v in (names or ablations.variants(config))}
@@ -72,15 +75,17 @@ def is_finished(run_dir: str, total_steps: int) -> bool:
   on an interrupted run writes results.json but not the last step, so it is not finished."""
   results = evaluation.read_results(run_dir)
   try:
-    saved = [int(d) for d in os.listdir(os.path.join(run_dir, checkpoints.CHECKPOINT_DIR))
-             if d.isdigit()]
+    saved = [
+      int(d) for d in os.listdir(os.path.join(run_dir, checkpoints.CHECKPOINT_DIR)) if d.isdigit()
+    ]
   except FileNotFoundError:
     return False
   return all(s in results for s in FINAL_SPLITS) and max(saved, default=-1) >= total_steps
 
 
-def train_all(runs: Mapping[str, ml_collections.ConfigDict], workdir: str,
-              share_steps: bool = False) -> dict[str, dict] | None:
+def train_all(
+  runs: Mapping[str, ml_collections.ConfigDict], workdir: str, share_steps: bool = False
+) -> dict[str, dict] | None:
   """Trains (or reuses, when finished) each run into workdir/<name>/.
 
   With `share_steps` (runs that differ only in the seed) one `JittedSteps` serves them all.
@@ -99,8 +104,9 @@ def train_all(runs: Mapping[str, ml_collections.ConfigDict], workdir: str,
     else:
       logging.info('Run %s (%d/%d): training in %s.', name, i, len(runs), run_dir)
       if share_steps and jitted is None:
-        jitted = steps.JittedSteps(config, steps.make_optimizer(
-            config, steps_per_epoch * config.num_epochs, steps_per_epoch))
+        jitted = steps.JittedSteps(
+          config, steps.make_optimizer(config, steps_per_epoch * config.num_epochs, steps_per_epoch)
+        )
       if not train_lib.train_and_evaluate(config, run_dir, jitted=jitted):
         logging.warning('Stopped in run %s; the same command resumes.', name)
         return None
@@ -121,13 +127,17 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict:
   per_seed = {runs[name].seed: {s: r[s] for s in FINAL_SPLITS} for name, r in results.items()}
   title = f'{config.dataset.name}/{config.dataset.config}, {len(runs)} seeds'
   summary = tables.write_seed_summary(workdir, per_seed, title)
-  logging.info('Wrote %s and %s.', os.path.join(workdir, tables.SUMMARY_MD),
-               os.path.join(workdir, tables.SUMMARY_CSV))
+  logging.info(
+    'Wrote %s and %s.',
+    os.path.join(workdir, tables.SUMMARY_MD),
+    os.path.join(workdir, tables.SUMMARY_CSV),
+  )
   return summary
 
 
-def run_ablations(config: ml_collections.ConfigDict, workdir: str,
-                  names: Sequence[str] | None = None) -> dict:
+def run_ablations(
+  config: ml_collections.ConfigDict, workdir: str, names: Sequence[str] | None = None
+) -> dict:
   """Trains each variant and writes the ablation table (workdir/ablation.md, .json).
 
   Returns:
@@ -138,8 +148,10 @@ def run_ablations(config: ml_collections.ConfigDict, workdir: str,
   results = train_all(runs, workdir)
   if results is None:
     return {}
-  table = {v: {'params': count_params(runs[v]),
-               **{s: r[s] for s in FINAL_SPLITS if s in r}} for v, r in results.items()}
+  table = {
+    v: {'params': count_params(runs[v]), **{s: r[s] for s in FINAL_SPLITS if s in r}}
+    for v, r in results.items()
+  }
   tables.write_ablation_table(workdir, table)
   return table
 

@@ -25,6 +25,7 @@ from fasca_jax.models import fasca_net
 
 class TrainState(flax.struct.PyTreeNode):
   """Everything a resumed run needs besides the data position."""
+
   step: jax.Array
   seed: jax.Array  # int32 config.seed, as data: one compiled step serves every seed of a sweep.
   params: Any
@@ -38,24 +39,35 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: int):
   o = config.optimizer
   warmup = min(int(o.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=o.lr, warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1), end_value=o.lr * o.min_lr_ratio)
+    init_value=0.0,
+    peak_value=o.lr,
+    warmup_steps=warmup,
+    decay_steps=max(total_steps, warmup + 1),
+    end_value=o.lr * o.min_lr_ratio,
+  )
   return optax.chain(
-      optax.clip_by_global_norm(o.grad_clip_norm),
-      optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)), schedule
+    optax.clip_by_global_norm(o.grad_clip_norm),
+    optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay),
+  ), schedule
 
 
 def model_inputs(config, batch):
   """batch -> (inputs, masks): modality -> (B, T_m, D_m) and modality -> (B, T_m) bool."""
-  return ({m: batch[m] for m in config.modalities},
-          {m: batch[f'{m}_mask'] for m in config.modalities})
+  return (
+    {m: batch[m] for m in config.modalities},
+    {m: batch[f'{m}_mask'] for m in config.modalities},
+  )
 
 
 def dummy_batch(config, batch_size: int):
   """Zero inputs with the configured shapes, for initialisation."""
-  return ({m: np.zeros((batch_size, config.max_len[m], config.dims[m]), np.float32)
-           for m in config.modalities},
-          {m: np.ones((batch_size, config.max_len[m]), bool) for m in config.modalities})
+  return (
+    {
+      m: np.zeros((batch_size, config.max_len[m], config.dims[m]), np.float32)
+      for m in config.modalities
+    },
+    {m: np.ones((batch_size, config.max_len[m]), bool) for m in config.modalities},
+  )
 
 
 def init_state(model, tx, config, seed) -> TrainState:
@@ -63,8 +75,14 @@ def init_state(model, tx, config, seed) -> TrainState:
   inputs, masks = dummy_batch(config, 2)
   rng = jax.random.fold_in(jax.random.key(seed), 0)
   params = model.init({'params': rng}, inputs, masks, train=False)['params']
-  return TrainState(step=np.int32(0), seed=seed, params=params, opt_state=tx.init(params),
-                    nonfinite_count=np.int32(0), first_nonfinite_step=np.int32(-1))
+  return TrainState(
+    step=np.int32(0),
+    seed=seed,
+    params=params,
+    opt_state=tx.init(params),
+    nonfinite_count=np.int32(0),
+    first_nonfinite_step=np.int32(-1),
+  )
 
 
 def masked_mean(values, weights):
@@ -79,13 +97,17 @@ def loss_fn(model, task: tasks.Task, config, params, batch, rng, train: bool):
   The loss is float32 whatever `model.dtype` computes in (the head casts its output).
   """
   inputs, masks = model_inputs(config, batch)
-  outputs, _ = model.apply({'params': params}, inputs, masks, train=train,
-                           rngs={'dropout': rng} if train else {})
+  outputs, _ = model.apply(
+    {'params': params}, inputs, masks, train=train, rngs={'dropout': rng} if train else {}
+  )
   target, valid = batch[config.target_key], batch['valid']
   per_example = task.per_example_loss(outputs['main'], target)
   loss = masked_mean(per_example, valid)
-  aux = [masked_mean(task.per_example_loss(y, target), valid)
-         for k, y in outputs.items() if k.startswith('aux_')]
+  aux = [
+    masked_mean(task.per_example_loss(y, target), valid)
+    for k, y in outputs.items()
+    if k.startswith('aux_')
+  ]
   if aux and config.aux_loss_weight:
     loss = loss + config.aux_loss_weight * sum(aux) / len(aux)
   return loss, (outputs['main'], per_example)
@@ -103,28 +125,36 @@ def train_step(model, task: tasks.Task, tx, schedule, config, state: TrainState,
   """
   rng = jax.random.fold_in(jax.random.key(state.seed), state.step)
   (loss, _), grads = jax.value_and_grad(
-      lambda p: loss_fn(model, task, config, p, batch, rng, True), has_aux=True)(state.params)
+    lambda p: loss_fn(model, task, config, p, batch, rng, True), has_aux=True
+  )(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
   new_state = TrainState(
-      step=state.step + 1,
-      seed=state.seed,
-      params=keep(params, state.params),
-      opt_state=keep(opt_state, state.opt_state),
-      nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
-      first_nonfinite_step=jnp.where(
-          (state.first_nonfinite_step < 0) & ~finite, state.step, state.first_nonfinite_step))
+    step=state.step + 1,
+    seed=state.seed,
+    params=keep(params, state.params),
+    opt_state=keep(opt_state, state.opt_state),
+    nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
+    first_nonfinite_step=jnp.where(
+      (state.first_nonfinite_step < 0) & ~finite, state.step, state.first_nonfinite_step
+    ),
+  )
   return new_state, {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(state.step)}
 
 
 def eval_step(model, task: tasks.Task, config, params, batch) -> dict:
   """Per-example host outputs of one batch: {'output', 'loss', 'target', 'valid', 'index'}."""
   _, (y, per_example) = loss_fn(model, task, config, params, batch, None, False)
-  return {'output': task.host_output(y), 'loss': per_example,
-          'target': batch[config.target_key], 'valid': batch['valid'], 'index': batch['index']}
+  return {
+    'output': task.host_output(y),
+    'loss': per_example,
+    'target': batch[config.target_key],
+    'valid': batch['valid'],
+    'index': batch['index'],
+  }
 
 
 class JittedSteps:
@@ -144,10 +174,17 @@ class JittedSteps:
     self.mesh = distributed.make_mesh()
     self.replicated = NamedSharding(self.mesh, P())
     self.data_sharding = NamedSharding(self.mesh, P('data'))
-    self.train = jax.jit(self._train, in_shardings=(self.replicated, self.data_sharding),
-                         out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
-    self.evaluate = jax.jit(self._evaluate, in_shardings=(self.replicated, self.data_sharding),
-                            out_shardings=self.replicated)
+    self.train = jax.jit(
+      self._train,
+      in_shardings=(self.replicated, self.data_sharding),
+      out_shardings=(self.replicated, self.replicated),
+      donate_argnums=(0,),
+    )
+    self.evaluate = jax.jit(
+      self._evaluate,
+      in_shardings=(self.replicated, self.data_sharding),
+      out_shardings=self.replicated,
+    )
     self._init = jax.jit(self._init_state, out_shardings=self.replicated)
 
   def init(self, seed: int) -> TrainState:

@@ -1,9 +1,10 @@
 """The tables of many runs: the seed summary (mean ± std over seeds) and the ablation table.
 
-Seed summary (`write_seed_summary`: workdir/summary.md and summary.csv). MMSA's `run.py` multiplies every metric by 100 and reports `np.mean` and `np.std` over seeds
-(1111-1115 by default), i.e. the population standard deviation (ddof=0), rounded to 2
-decimals. Here every metric except `loss` (accuracies, F1, MAE, Corr) is x100, and `loss` is
-kept as is, with 4 decimals.
+Seed summary (`write_seed_summary`: workdir/summary.md and summary.csv). MMSA's `run.py`
+multiplies every metric by 100 and reports `np.mean` and `np.std` over seeds (1111-1115 by
+default), i.e. the population standard deviation (ddof=0), rounded to 2 decimals. Here every
+metric except `loss` (accuracies, F1, MAE, Corr) is x100, and `loss` is kept as is, with 4
+decimals.
 
 Ablation table (`write_ablation_table`: workdir/ablation.md and ablation.json): one row per
 variant with its parameter count and every test metric (4 decimals).
@@ -45,15 +46,20 @@ def aggregate(per_seed: Mapping[int, Mapping[str, Mapping[str, float]]]) -> dict
     for split, metrics in first.items():
       if set(per_seed[seed].get(split, {})) != set(metrics):
         raise ValueError(
-            f'seed {seed} has split {split!r} metrics {sorted(per_seed[seed].get(split, {}))}, '
-            f'seed {seeds[0]} has {sorted(metrics)}; results of different configs?')
+          f'seed {seed} has split {split!r} metrics {sorted(per_seed[seed].get(split, {}))}, '
+          f'seed {seeds[0]} has {sorted(metrics)}; results of different configs?'
+        )
   summary = {}
   for split, metrics in first.items():
     summary[split] = {}
     for metric in metrics:
       values = np.array([per_seed[s][split][metric] for s in seeds], np.float64) * scale(metric)
-      summary[split][metric] = {'mean': float(np.mean(values)), 'std': float(np.std(values)),
-                                'values': values.tolist(), 'scale': scale(metric)}
+      summary[split][metric] = {
+        'mean': float(np.mean(values)),
+        'std': float(np.std(values)),
+        'values': values.tolist(),
+        'scale': scale(metric),
+      }
   return summary
 
 
@@ -67,20 +73,31 @@ def to_markdown(summary: dict, seeds, title: str) -> str:
   splits = list(summary)
   metrics = list(dict.fromkeys(m for s in splits for m in summary[s]))
   lines = [
-      f'# {title}', '',
-      f'Mean ± std over {len(seeds)} seeds ({", ".join(map(str, seeds))}); std is the '
-      'population std (ddof=0, MMSA\'s `np.std`). Every metric except `loss` is x100. '
-      'Each seed is evaluated at its best checkpoint on validation loss.', '',
-      '| metric | ' + ' | '.join(splits) + ' |',
-      '|---|' + '---:|' * len(splits)]
+    f'# {title}',
+    '',
+    f'Mean ± std over {len(seeds)} seeds ({", ".join(map(str, seeds))}); std is the '
+    "population std (ddof=0, MMSA's `np.std`). Every metric except `loss` is x100. "
+    'Each seed is evaluated at its best checkpoint on validation loss.',
+    '',
+    '| metric | ' + ' | '.join(splits) + ' |',
+    '|---|' + '---:|' * len(splits),
+  ]
   for m in metrics:
-    cells = [f'{_fmt(m, summary[s][m]["mean"])} ± {_fmt(m, summary[s][m]["std"])}'
-             if m in summary[s] else '-' for s in splits]
+    cells = [
+      f'{_fmt(m, summary[s][m]["mean"])} ± {_fmt(m, summary[s][m]["std"])}'
+      if m in summary[s]
+      else '-'
+      for s in splits
+    ]
     lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
   for s in splits:
-    lines += ['', f'## {s}, per seed', '',
-              '| metric | ' + ' | '.join(map(str, seeds)) + ' |',
-              '|---|' + '---:|' * len(seeds)]
+    lines += [
+      '',
+      f'## {s}, per seed',
+      '',
+      '| metric | ' + ' | '.join(map(str, seeds)) + ' |',
+      '|---|' + '---:|' * len(seeds),
+    ]
     for m, stat in summary[s].items():
       lines.append(f'| {m} | ' + ' | '.join(_fmt(m, v) for v in stat['values']) + ' |')
   return '\n'.join(lines) + '\n'
@@ -91,13 +108,13 @@ def csv_rows(summary: dict, seeds) -> list[list]:
   rows = [['split', 'metric', 'scale', 'n_seeds', 'mean', 'std'] + [f'seed_{s}' for s in seeds]]
   for split, metrics in summary.items():
     for m, stat in metrics.items():
-      rows.append([split, m, stat['scale'], len(seeds), stat['mean'], stat['std'],
-                   *stat['values']])
+      rows.append([split, m, stat['scale'], len(seeds), stat['mean'], stat['std'], *stat['values']])
   return rows
 
 
-def write_seed_summary(workdir: str, per_seed: Mapping[int, Mapping[str, Mapping[str, float]]],
-                       title: str) -> dict:
+def write_seed_summary(
+  workdir: str, per_seed: Mapping[int, Mapping[str, Mapping[str, float]]], title: str
+) -> dict:
   """Writes workdir/summary.md and workdir/summary.csv (process 0); returns
   `aggregate(per_seed)`."""
   summary = aggregate(per_seed)
@@ -115,8 +132,10 @@ def write_seed_summary(workdir: str, per_seed: Mapping[int, Mapping[str, Mapping
 def ablation_markdown(table: dict, split: str = 'test') -> str:
   """Markdown table: one row per variant; parameters, then every metric of `split` (4 decimals)."""
   metrics = list(dict.fromkeys(k for row in table.values() for k in row.get(split, {})))
-  lines = ['| variant | params | ' + ' | '.join(f'{split} {m}' for m in metrics) + ' |',
-           '|---|---:|' + '---:|' * len(metrics)]
+  lines = [
+    '| variant | params | ' + ' | '.join(f'{split} {m}' for m in metrics) + ' |',
+    '|---|---:|' + '---:|' * len(metrics),
+  ]
   for v, row in table.items():
     values = [f'{row[split][m]:.4f}' if m in row.get(split, {}) else '-' for m in metrics]
     lines.append(f'| {v} | {row["params"]:,} | ' + ' | '.join(values) + ' |')

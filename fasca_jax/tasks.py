@@ -30,6 +30,7 @@ class Task:
 
   Frozen and hashable, so a Flax module can hold it as an attribute.
   """
+
   num_classes: int = 1
   class_names: tuple[str, ...] = ()
 
@@ -60,9 +61,11 @@ class Task:
 
   def prediction_row(self, output: np.ndarray, target: np.ndarray) -> dict:
     """One example's `prediction`, `label` (and `probabilities`) as JSON values."""
-    return {'prediction': np.argmax(output, axis=-1).tolist(),
-            'label': np.asarray(target).astype(int).tolist(),
-            'probabilities': np.asarray(output).tolist()}
+    return {
+      'prediction': np.argmax(output, axis=-1).tolist(),
+      'label': np.asarray(target).astype(int).tolist(),
+      'probabilities': np.asarray(output).tolist(),
+    }
 
   def describe(self, output: np.ndarray) -> dict:
     """The prediction of one new example (predict.py), JSON-ready."""
@@ -71,6 +74,7 @@ class Task:
 
 class Regression(Task):
   """Sentiment regression (CMU-MOSI / MOSEI), MMSA's metrics."""
+
   name = 'regression'
   key_metrics = ('Has0_acc_2', 'Has0_F1_score')
 
@@ -101,6 +105,7 @@ class Regression(Task):
 
 class Classification(Task):
   """Single-label classification (MELD emotions): accuracy, weighted and macro F1."""
+
   name = 'classification'
   key_metrics = ('Acc', 'F1_weighted')
 
@@ -120,12 +125,15 @@ class Classification(Task):
   def describe(self, output):
     """{'prediction': name of the argmax, 'probabilities': {name: p}} (class_<i> unnamed)."""
     names = self.class_names or tuple(f'class_{i}' for i in range(self.num_classes))
-    return {'prediction': names[int(np.argmax(output))],
-            'probabilities': {n: float(p) for n, p in zip(names, output)}}
+    return {
+      'prediction': names[int(np.argmax(output))],
+      'probabilities': {n: float(p) for n, p in zip(names, output)},
+    }
 
 
 class Iemocap(Task):
   """IEMOCAP: four binary emotions (Neutral, Happy, Sad, Angry), MulT's metrics."""
+
   name = 'iemocap'
   key_metrics = ('Mean_acc', 'Mean_F1')
 
@@ -137,8 +145,7 @@ class Iemocap(Task):
     return y.astype(jnp.float32).reshape(y.shape[0], len(label_names.IEMOCAP_EMOTIONS), 2)
 
   def per_example_loss(self, y, target):
-    return optax.softmax_cross_entropy_with_integer_labels(
-        y, target.astype(jnp.int32)).mean(-1)
+    return optax.softmax_cross_entropy_with_integer_labels(y, target.astype(jnp.int32)).mean(-1)
 
   def metrics(self, output, target):
     return metrics.iemocap_metrics(output, target)
@@ -163,5 +170,6 @@ def from_config(config) -> Task:
   """The Task of a run config: `task`, `num_classes`, and the class names of the dataset's
   `target_key` where they are known and as many as the classes."""
   names = label_names.CLASS_NAMES.get((config.dataset.name, config.target_key), ())
-  return get_task(config.task, config.num_classes,
-                  names if len(names) == config.num_classes else ())
+  return get_task(
+    config.task, config.num_classes, names if len(names) == config.num_classes else ()
+  )

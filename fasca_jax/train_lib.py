@@ -30,8 +30,9 @@ class NonFiniteLossError(FloatingPointError):
   """Raised when the loss is NaN/inf and `config.skip_nonfinite` is False."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       jitted: steps.JittedSteps | None = None) -> dict:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, jitted: steps.JittedSteps | None = None
+) -> dict:
   """Trains with per-epoch validation, keeping the latest and the best (validation loss) steps.
 
   Resumes automatically from the newest readable checkpoint in `workdir`; writes the config to
@@ -49,27 +50,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if jitted is None:
     jitted = steps.JittedSteps(c, steps.make_optimizer(c, total_steps, steps_per_epoch))
   elif _without_seed(jitted.config) != _without_seed(c):
-    raise ValueError('train_and_evaluate(jitted=...) needs steps built from the same config up '
-                     'to config.seed.')
+    raise ValueError(
+      'train_and_evaluate(jitted=...) needs steps built from the same config up to config.seed.'
+    )
   abstract = checkpoints.abstract_state(c)
   checkpoints.check_workdir(
-      workdir, needed_bytes=(c.keep_checkpoints + 2) * checkpoints.state_bytes(abstract) + 2**20)
+    workdir, needed_bytes=(c.keep_checkpoints + 2) * checkpoints.state_bytes(abstract) + 2**20
+  )
   config_io.save(c, workdir)  # predict.py / visualize.py rebuild the model from it.
   ckpt = checkpoints.Checkpoints(workdir, keep=c.keep_checkpoints)
   writer = metric_writer.MetricWriter(workdir)
 
-  train_iter = input_pipeline.make_batches(dataset, 'train', train=True,
-                                           global_batch_size=c.batch_size, seed=c.seed)
+  train_iter = input_pipeline.make_batches(
+    dataset, 'train', train=True, global_batch_size=c.batch_size, seed=c.seed
+  )
   state, extra = ckpt.restore_latest(abstract, set_aside=True)
   if state is None:
     state = jitted.init(c.seed)
     writer.write_hparams(c, ['valid/loss'] + [f'test/{m}' for m in jitted.task.key_metrics])
-    logging.info('Starting from scratch: %d steps (%d epochs x %d steps of %d examples).',
-                 total_steps, c.num_epochs, steps_per_epoch, c.batch_size)
+    logging.info(
+      'Starting from scratch: %d steps (%d epochs x %d steps of %d examples).',
+      total_steps,
+      c.num_epochs,
+      steps_per_epoch,
+      c.batch_size,
+    )
   elif int(state.seed) != c.seed:
-    raise ValueError(f'workdir {workdir!r} holds a run with seed {int(state.seed)} but '
-                     f'config.seed={c.seed}: resume with --config.seed={int(state.seed)} or '
-                     f'choose another --workdir.')
+    raise ValueError(
+      f'workdir {workdir!r} holds a run with seed {int(state.seed)} but '
+      f'config.seed={c.seed}: resume with --config.seed={int(state.seed)} or '
+      f'choose another --workdir.'
+    )
   else:
     train_iter.set_state(extra['data_state'].encode())
     logging.info('Resumed from step %d of %d.', int(state.step), total_steps)
@@ -89,19 +100,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         scalars = {k: float(np.mean([jax.device_get(h[k]) for h in history])) for k in history[0]}
         now = time.time()  # rate over the window (the first one includes compilation).
         rate = (step - step_window) * c.batch_size / max(now - t_window, 1e-9)
-        logging.info('step %d/%d epoch %.2f loss %.4f lr %.2e | %.1f samples/s | ETA %s',
-                     step, total_steps, step / steps_per_epoch, scalars['loss'], scalars['lr'],
-                     rate, _format_eta((total_steps - step) * c.batch_size / rate))
+        logging.info(
+          'step %d/%d epoch %.2f loss %.4f lr %.2e | %.1f samples/s | ETA %s',
+          step,
+          total_steps,
+          step / steps_per_epoch,
+          scalars['loss'],
+          scalars['lr'],
+          rate,
+          _format_eta((total_steps - step) * c.batch_size / rate),
+        )
         writer.write(step, 'train', {**scalars, 'samples_per_s': rate})
         history, t_window, step_window = [], now, step
       if step % steps_per_epoch == 0:
         _check_nonfinite(c, state)
-        val, _ = evaluation.evaluate(jitted, state.params, dataset, 'valid',
-                                     batch_size=c.eval_batch_size)
+        val, _ = evaluation.evaluate(
+          jitted, state.params, dataset, 'valid', batch_size=c.eval_batch_size
+        )
         writer.write(step, 'valid', val)
         _plot_curves(writer, workdir, jitted.task.key_metrics, steps_per_epoch)
-        logging.info('epoch %d validation: %s', step // steps_per_epoch,
-                     ' '.join(f'{k}={v:.4f}' for k, v in val.items()))
+        logging.info(
+          'epoch %d validation: %s',
+          step // steps_per_epoch,
+          ' '.join(f'{k}={v:.4f}' for k, v in val.items()),
+        )
         ckpt.save(state, position(), valid_loss=val['loss'])
       if preemption.should_stop():
         ckpt.save(state, position())
@@ -112,10 +134,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ckpt.save(state, position())
   ckpt.wait()
   if int(state.nonfinite_count):
-    logging.warning('%d updates were skipped because the loss was not finite.',
-                    int(state.nonfinite_count))
-  results = evaluation.evaluate_run(c, workdir, ('valid', 'test'), jitted=jitted,
-                                    dataset=dataset)
+    logging.warning(
+      '%d updates were skipped because the loss was not finite.', int(state.nonfinite_count)
+    )
+  results = evaluation.evaluate_run(c, workdir, ('valid', 'test'), jitted=jitted, dataset=dataset)
   writer.write(total_steps, 'test', results['test'])
   _plot_curves(writer, workdir, jitted.task.key_metrics, steps_per_epoch)
   writer.close()
@@ -131,20 +153,29 @@ def _log_cropped(dataset: input_pipeline.Dataset, split: str):
   summary = input_pipeline.split_summary(dataset, split)
   for m, n in summary.cropped(dataset.max_len).items():
     if n:
-      logging.warning('%d of %d %s examples have %s longer than max_len.%s=%d and are cropped.',
-                      n, len(summary.ids), split, m, m, dataset.max_len[m])
+      logging.warning(
+        '%d of %d %s examples have %s longer than max_len.%s=%d and are cropped.',
+        n,
+        len(summary.ids),
+        split,
+        m,
+        m,
+        dataset.max_len[m],
+      )
 
 
 def _check_nonfinite(config, state: steps.TrainState):
   if int(state.nonfinite_count) and not config.skip_nonfinite:
     raise NonFiniteLossError(
-        f'non-finite loss at step {int(state.first_nonfinite_step)}; training stopped and the last '
-        f'saved checkpoint was kept. Lower the learning rate, check the data, or set '
-        f'--config.skip_nonfinite=True to skip such updates.')
+      f'non-finite loss at step {int(state.first_nonfinite_step)}; training stopped and the last '
+      f'saved checkpoint was kept. Lower the learning rate, check the data, or set '
+      f'--config.skip_nonfinite=True to skip such updates.'
+    )
 
 
-def _plot_curves(writer: metric_writer.MetricWriter, workdir: str, key_metrics,
-                 steps_per_epoch: int):
+def _plot_curves(
+  writer: metric_writer.MetricWriter, workdir: str, key_metrics, steps_per_epoch: int
+):
   if writer.enabled:
     curves.plot(writer.path, os.path.join(workdir, CURVES_FILE), key_metrics, steps_per_epoch)
 

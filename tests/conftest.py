@@ -6,13 +6,14 @@ persistent compilation cache per session, inherited by the train.py / eval.py su
 tests start, lets a program that another test already compiled (the tiny config's steps) load
 instead of compiling again.
 """
+
 import os
 import shutil
 import tempfile
 
 os.environ.setdefault(
-    'XLA_FLAGS',
-    '--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0')
+  'XLA_FLAGS', '--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0'
+)
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 _CACHE = None
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
@@ -34,12 +35,16 @@ def save_initial_run(config, workdir, perturb=0.0):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from fasca_jax import checkpoints, config_io, steps  # pylint: disable=g-import-not-at-top
   from fasca_jax.models import fasca_net  # pylint: disable=g-import-not-at-top
+
   tx, _ = steps.make_optimizer(config, total_steps=1, steps_per_epoch=1)  # an untrained run
   state = steps.init_state(fasca_net.build(config), tx, config, np.int32(config.seed))
   if perturb:
     rng = np.random.default_rng(0)
-    state = state.replace(params=jax.tree.map(
-        lambda p: p + perturb * rng.standard_normal(p.shape).astype(p.dtype), state.params))
+    state = state.replace(
+      params=jax.tree.map(
+        lambda p: p + perturb * rng.standard_normal(p.shape).astype(p.dtype), state.params
+      )
+    )
   ckpt = checkpoints.Checkpoints(workdir)
   ckpt.save(state, {}, valid_loss=0.0)
   ckpt.wait()

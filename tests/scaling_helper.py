@@ -15,6 +15,7 @@
 Signals are sent from inside the step so that the step they follow is exact whatever the load
 of the machine; the trainer's handling of them is the production code path.
 """
+
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ def _options(argv):
   """'--k=v' options before '--' -> (dict, the arguments after '--')."""
   split = argv.index('--') if '--' in argv else len(argv)
   options = dict(a[2:].split('=', 1) for a in argv[:split])
-  return options, argv[split + 1:]
+  return options, argv[split + 1 :]
 
 
 def _wrap_train_step(after_step):
@@ -61,6 +62,7 @@ def _wrap_train_step(after_step):
 
 def _run_train(argv):
   import train  # pylint: disable=g-import-not-at-top
+
   cli.run(train.main, argv=['train.py', *argv])
 
 
@@ -157,28 +159,37 @@ def record_cmd(options, argv):
 def curve_cmd(options, argv):
   del argv
   from configs import synthetic  # pylint: disable=g-import-not-at-top
+
   config = synthetic.get_config('tiny')
   config.data_dir = options['data_dir']
   # The step function may be traced once only; a second trace raises inside jit.
   steps.train_step = chex.assert_max_traces(steps.train_step, n=1)
-  jitted = steps.JittedSteps(config, steps.make_optimizer(config, total_steps=12,
-                                                          steps_per_epoch=6))
-  batches = input_pipeline.make_batches(input_pipeline.open_dataset(config), 'train',
-                                        train=True, global_batch_size=config.batch_size,
-                                        seed=config.seed)
+  jitted = steps.JittedSteps(
+    config, steps.make_optimizer(config, total_steps=12, steps_per_epoch=6)
+  )
+  batches = input_pipeline.make_batches(
+    input_pipeline.open_dataset(config),
+    'train',
+    train=True,
+    global_batch_size=config.batch_size,
+    seed=config.seed,
+  )
   state, losses = jitted.init(config.seed), []
   for _ in range(int(options['steps'])):
     batch = input_pipeline.to_global(next(batches), jitted.data_sharding)
     state, metrics = jitted.train(state, batch)
     losses.append(float(metrics['loss']))
   text = batch['text']
-  np.savez(options['out'], losses=np.array(losses), device_count=jax.device_count(),
-           cache_size=jitted.train._cache_size(),
-           batch_devices=len(text.sharding.device_set),
-           batch_shard_rows=[s.data.shape[0] for s in text.addressable_shards],
-           params_replicated=all(x.sharding.is_fully_replicated
-                                 for x in jax.tree.leaves(state.params)),
-           **{f'leaf{i}': np.asarray(x) for i, x in enumerate(jax.tree.leaves(state.params))})
+  np.savez(
+    options['out'],
+    losses=np.array(losses),
+    device_count=jax.device_count(),
+    cache_size=jitted.train._cache_size(),
+    batch_devices=len(text.sharding.device_set),
+    batch_shard_rows=[s.data.shape[0] for s in text.addressable_shards],
+    params_replicated=all(x.sharding.is_fully_replicated for x in jax.tree.leaves(state.params)),
+    **{f'leaf{i}': np.asarray(x) for i, x in enumerate(jax.tree.leaves(state.params))},
+  )
 
 
 if __name__ == '__main__':

@@ -26,7 +26,8 @@ def traced(config):
   model = fasca_net.build(config)
   inputs, masks = steps.dummy_batch(config, 2)
   (out, inter), variables = jax.eval_shape(
-      lambda k: model.init_with_output(k, inputs, masks, train=False), jax.random.key(0))
+    lambda k: model.init_with_output(k, inputs, masks, train=False), jax.random.key(0)
+  )
   return out['main'].shape, inter, variables['params']
 
 
@@ -49,21 +50,23 @@ def expected_removal(config, params, variant):
   if variant.startswith('no_fgfa'):
     pairs = ('audio', 'vision') if variant == 'no_fgfa' else (variant.split('_')[-1],)
     removed = {f'fgfa_{p}' for p in pairs}
-    return removed, (sum(size(params[k]) for k in removed)
-                     + head_rows(params, d_align * len(pairs)))
-  m = variant[len('no_'):]
+    return removed, (
+      sum(size(params[k]) for k in removed) + head_rows(params, d_align * len(pairs))
+    )
+  m = variant[len('no_') :]
   pairs = ('audio', 'vision') if m == 'text' else (m,)
   removed = {f'cls_{m}'} | {f'fgfa_{p}' for p in pairs}
   removed |= {f'aux_{m}'} if config.model.aux_heads else set()
   per_layer = [f'proj_{m}', f'cross_{m}', f'self_{m}', f'deproj_{m}']
   fusion_part = sum(size(params[k][name]) for k in fusion for name in per_layer)
   width = params[f'cls_{m}'].shape[-1] + d_align * len(pairs)
-  return removed, (sum(size(params[k]) for k in removed) + fusion_part
-                   + head_rows(params, width))
+  return removed, (sum(size(params[k]) for k in removed) + fusion_part + head_rows(params, width))
 
 
-@pytest.mark.parametrize('task,num_classes,aux', [
-    ('regression', 1, False), ('classification', 7, True), ('iemocap', 2, False)])
+@pytest.mark.parametrize(
+  'task,num_classes,aux',
+  [('regression', 1, False), ('classification', 7, True), ('iemocap', 2, False)],
+)
 def test_each_switch_removes_exactly_its_parameters(task, num_classes, aux):
   config = tiny(task, num_classes, aux)
   out_shape, _, full = traced(config)
@@ -79,8 +82,9 @@ def test_each_switch_removes_exactly_its_parameters(task, num_classes, aux):
     # The ablated model still runs (traced) with the task's output shape and its intermediates.
     assert shape == out_shape
     assert ('cross_attention' in inter) == (variant != 'no_fusion')
-    assert ({k[:-len('_far')] for k in inter if k.endswith('_far')}
-            == {k[len('fgfa_'):] for k in ablated if k.startswith('fgfa_')})
+    assert {k[: -len('_far')] for k in inter if k.endswith('_far')} == {
+      k[len('fgfa_') :] for k in ablated if k.startswith('fgfa_')
+    }
   assert runs.count_params(ablated_config) == size(ablated)
 
 

@@ -1,4 +1,5 @@
 """Tests for fasca_jax.ops.attention: dense and chunked against NumPy, gradients, the switch."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,8 +74,9 @@ def test_chunked_bfloat16_close_to_float32(three_chunks):
   out = attention.dot_product_attention(*bf, mask, 'chunked')
   assert out.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(out, np.float32), ref, atol=0.05)
-  g = jax.grad(lambda q: attention.dot_product_attention(q, *bf[1:], mask, 'chunked').astype(
-      jnp.float32).sum())(bf[0])
+  g = jax.grad(
+    lambda q: attention.dot_product_attention(q, *bf[1:], mask, 'chunked').astype(jnp.float32).sum()
+  )(bf[0])
   assert g.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(g, np.float32)))
 
 
@@ -99,23 +101,28 @@ def test_fusion_chunked_equals_dense(three_chunks):
   rng = np.random.default_rng(0)
   dims, lens = {'text': 6, 'audio': 5, 'vision': 4}, {'text': 4, 'audio': 6, 'vision': 5}
   xs = {m: jnp.asarray(rng.normal(size=(B, lens[m], d)), jnp.float32) for m, d in dims.items()}
-  masks = {m: jnp.arange(lens[m])[None] < jnp.asarray(rng.integers(1, lens[m] + 1, B))[:, None]
-           for m in dims}
-  models = [fusion.TriModalFusion(d_model=8, num_heads=2, attention=a)
-            for a in ('chunked', 'dense')]
+  masks = {
+    m: jnp.arange(lens[m])[None] < jnp.asarray(rng.integers(1, lens[m] + 1, B))[:, None]
+    for m in dims
+  }
+  models = [
+    fusion.TriModalFusion(d_model=8, num_heads=2, attention=a) for a in ('chunked', 'dense')
+  ]
   params = jax.jit(lambda key: models[1].init(key, xs, masks, train=False))(jax.random.key(0))
 
   def run(model):
-    loss = lambda p: sum(jnp.sum(o ** 2) for o in model.apply(p, xs, masks, train=True)[0].values())
-    return jax.jit(lambda p: (jax.value_and_grad(loss)(p),
-                              model.apply(p, xs, masks, train=False)[1]))(params)
+    loss = lambda p: sum(jnp.sum(o**2) for o in model.apply(p, xs, masks, train=True)[0].values())
+    return jax.jit(
+      lambda p: (jax.value_and_grad(loss)(p), model.apply(p, xs, masks, train=False)[1])
+    )(params)
 
   ((l_chunked, g_chunked), w_chunked), ((l_dense, g_dense), w_dense) = map(run, models)
   np.testing.assert_allclose(l_chunked, l_dense, rtol=1e-5)
   flat_dense = dict(jax.tree_util.tree_leaves_with_path(g_dense))
   for path, g in jax.tree_util.tree_leaves_with_path(g_chunked):
-    np.testing.assert_allclose(g, flat_dense[path], atol=1e-5, rtol=1e-4,
-                               err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+      g, flat_dense[path], atol=1e-5, rtol=1e-4, err_msg=jax.tree_util.keystr(path)
+    )
   for m in dims:  # the returned cross-attention weights are the same probabilities.
     np.testing.assert_allclose(w_chunked[m], w_dense[m], atol=1e-6)
 
@@ -135,6 +142,7 @@ def test_chunked_refuses_attention_dropout():
     mha.apply(params, q, q, jnp.ones((2, 3), bool), train=True, rngs={'dropout': jax.random.key(1)})
   # 'auto' falls back to dense when the weights are dropped out.
   auto = layers.MultiHeadAttention(num_heads=2, dropout=0.1)
-  out, _ = auto.apply(params, q, q, jnp.ones((2, 3), bool), train=True,
-                      rngs={'dropout': jax.random.key(1)})
+  out, _ = auto.apply(
+    params, q, q, jnp.ones((2, 3), bool), train=True, rngs={'dropout': jax.random.key(1)}
+  )
   assert out.shape == q.shape

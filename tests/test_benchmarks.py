@@ -10,9 +10,16 @@ from fasca_jax import input_pipeline
 
 def test_case_selection():
   assert train_step.parse_args(['--quick']).pairs == [
-      ('aligned', 32), ('aligned', 128), ('unaligned', 32)]
+    ('aligned', 32),
+    ('aligned', 128),
+    ('unaligned', 32),
+  ]
   assert train_step.parse_args([]).pairs == [
-      ('aligned', 32), ('aligned', 128), ('unaligned', 32), ('unaligned', 128)]
+    ('aligned', 32),
+    ('aligned', 128),
+    ('unaligned', 32),
+    ('unaligned', 128),
+  ]
   args = train_step.parse_args(['--quick', '--cases=unaligned', '--batch_sizes=8,16'])
   assert args.pairs == [('unaligned', 8), ('unaligned', 16)] and args.rounds == 2
   with pytest.raises(SystemExit):
@@ -41,8 +48,11 @@ def test_pipeline_dataset_is_mosei_shaped(tmp_path, monkeypatch):
   config.data_dir = str(tmp_path / 'tfds')
   dataset = input_pipeline.open_dataset(config)
   assert dataset.num_examples('train') == 6
-  batch = next(input_pipeline.make_batches(dataset, 'train', train=True, global_batch_size=4,
-                                           seed=0, process_index=0, process_count=1))
+  batch = next(
+    input_pipeline.make_batches(
+      dataset, 'train', train=True, global_batch_size=4, seed=0, process_index=0, process_count=1
+    )
+  )
   assert batch['text'].shape == (4, 50, 768) and batch['vision'].shape == (4, 500, 35)
   lengths = batch['audio_mask'].sum(1)
   assert np.all((lengths >= 100) & (lengths <= 500)) and np.all(batch['audio_len'] == lengths)

@@ -4,6 +4,7 @@ Fixtures are HDF5 files in the SDK's layout (<root>/data/<video>/{features, inte
 <root>/metadata/<key> JSON strings); expected examples come from a plain loop over words and
 frames, independent of the reader.
 """
+
 import json
 import os
 
@@ -20,14 +21,28 @@ EPS = 1e-5
 # (word, start, end), stored shuffled. Segment 0 [0, 3] holds hello, world, again ('edge'
 # straddles 3.0 and belongs to no segment); segment 1 [3, 6] holds nice, movie (no audio frame
 # overlaps it) and yes (ends on the boundary); segment 2 [6, 7.5] holds only silence.
-WORDS = [('hello', 0.1, 0.5), ('sp', 0.5, 0.9), ('world', 0.9, 1.6), ('again', 1.6, 2.95),
-         ('edge', 2.9, 3.2), ('nice', 3.2, 3.8), ('movie', 3.8, 4.5), ('yes', 4.5, 6.0),
-         ('sp', 6.0, 7.5)]
+WORDS = [
+  ('hello', 0.1, 0.5),
+  ('sp', 0.5, 0.9),
+  ('world', 0.9, 1.6),
+  ('again', 1.6, 2.95),
+  ('edge', 2.9, 3.2),
+  ('nice', 3.2, 3.8),
+  ('movie', 3.8, 4.5),
+  ('yes', 4.5, 6.0),
+  ('sp', 6.0, 7.5),
+]
 SEGMENTS = np.array([[0.0, 3.0], [3.0, 6.0], [6.0, 7.5]])
 AUDIO_GAP = (3.8, 4.5)
 # video -> fold; 'lost' is missing from the vision file, 'extra' is in no fold.
-VIDEOS = {'vidA': 'train', 'vidB': 'train', 'vidC': 'valid', 'vidD': 'test', 'lost': 'test',
-          'extra': None}
+VIDEOS = {
+  'vidA': 'train',
+  'vidB': 'train',
+  'vidC': 'valid',
+  'vidD': 'test',
+  'lost': 'test',
+  'extra': None,
+}
 
 
 def write_csd(path, data, *, root=None):
@@ -40,8 +55,12 @@ def write_csd(path, data, *, root=None):
       videos.create_group(video).create_dataset('features', data=features)
       videos[video].create_dataset('intervals', data=intervals)
     metadata = group.create_group('metadata')
-    for key, value in {'root name': root, 'dimension names': ['f'], 'alignment compatible': True,
-                       'md5': None}.items():
+    for key, value in {
+      'root name': root,
+      'dimension names': ['f'],
+      'alignment compatible': True,
+      'md5': None,
+    }.items():
       metadata.create_dataset(key, (1,), dtype=h5py.special_dtype(vlen=str))[0] = json.dumps(value)
 
 
@@ -66,9 +85,13 @@ def _video_streams(rng, label_width):
   vision = rng.standard_normal((len(vision_intervals), DIMS['vision'])).astype(np.float32)
   vision[5, :2] = -np.inf
   labels = rng.uniform(-3, 3, (len(SEGMENTS), label_width)).astype(np.float32)
-  return {'labels': (labels, SEGMENTS), 'words': (words, word_intervals),
-          'word_vectors': (rng.standard_normal((len(WORDS), DIMS['text'])), word_intervals),
-          'audio': (audio, audio_intervals), 'vision': (vision, vision_intervals)}
+  return {
+    'labels': (labels, SEGMENTS),
+    'words': (words, word_intervals),
+    'word_vectors': (rng.standard_normal((len(WORDS), DIMS['text'])), word_intervals),
+    'audio': (audio, audio_intervals),
+    'vision': (vision, vision_intervals),
+  }
 
 
 def _reference_examples(video, streams, split, repairs):
@@ -80,22 +103,29 @@ def _reference_examples(video, streams, split, repairs):
     features, intervals = streams[key]
     bad = int((~np.isfinite(features)).sum())
     if bad:
-      repairs[(split, m, 'nonfinite_to_zero')] = repairs.get((split, m, 'nonfinite_to_zero'),
-                                                             0) + bad
+      repairs[(split, m, 'nonfinite_to_zero')] = (
+        repairs.get((split, m, 'nonfinite_to_zero'), 0) + bad
+      )
     clean[m] = np.where(np.isfinite(features), features, 0), intervals
   examples = []
   for k, (segment, label) in enumerate(zip(segments, labels)):
     if not np.isfinite(label).all():
       repairs[(split, 'labels', 'dropped_nonfinite_label')] = 1
       continue
-    chosen = sorted((iv[0], iv[1], w[0].decode()) for w, iv in zip(words, word_intervals)
-                    if w[0] != b'sp' and iv[0] >= segment[0] - EPS and iv[1] <= segment[1] + EPS)
+    chosen = sorted(
+      (iv[0], iv[1], w[0].decode())
+      for w, iv in zip(words, word_intervals)
+      if w[0] != b'sp' and iv[0] >= segment[0] - EPS and iv[1] <= segment[1] + EPS
+    )
     if not chosen:
       key = (split, 'text', 'dropped_no_words')
       repairs[key] = repairs.get(key, 0) + 1
       continue
-    example = {'id': f'{video}[{k}]', 'raw_text': ' '.join(w for _, _, w in chosen),
-               'regression': label[0]}
+    example = {
+      'id': f'{video}[{k}]',
+      'raw_text': ' '.join(w for _, _, w in chosen),
+      'regression': label[0],
+    }
     if len(label) > 1:
       example['emotions'] = label[1:]
     for m, (features, intervals) in clean.items():
@@ -117,8 +147,10 @@ def write_sdk_dataset(directory, files: csd.CsdFiles, label_width):
   streams = {video: _video_streams(rng, label_width) for video in VIDEOS}
   streams['vidB']['labels'][0][1, 0] = np.nan
   expected = {'train': [], 'validation': [], 'test': []}
-  repairs = {('unassigned', 'labels', 'video_not_in_folds'): 1,
-             ('test', 'vision', 'dropped_video_missing'): 1}
+  repairs = {
+    ('unassigned', 'labels', 'video_not_in_folds'): 1,
+    ('test', 'vision', 'dropped_video_missing'): 1,
+  }
   for video, fold in VIDEOS.items():
     if fold and video != 'lost':
       tfds_split = {'valid': 'validation'}.get(fold, fold)
@@ -131,14 +163,17 @@ def write_sdk_dataset(directory, files: csd.CsdFiles, label_width):
   return expected, repairs
 
 
-@pytest.mark.parametrize('builder_cls, label_width', [
-    (cmu_mosi.CmuMosi, 1), (cmu_mosei.CmuMosei, 7)])
+@pytest.mark.parametrize(
+  'builder_cls, label_width', [(cmu_mosi.CmuMosi, 1), (cmu_mosei.CmuMosei, 7)]
+)
 def test_csd_builders(tmp_path, builder_cls, label_width):
-  expected, repairs = write_sdk_dataset(tmp_path, builder_cls.BUILDER_CONFIGS[-1].csd_files,
-                                        label_width)
+  expected, repairs = write_sdk_dataset(
+    tmp_path, builder_cls.BUILDER_CONFIGS[-1].csd_files, label_width
+  )
   builder = builder_cls(config='csd', data_dir=os.fspath(tmp_path / 'out'))
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(tmp_path)))
+    download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(tmp_path))
+  )
   assert [len(v) for v in expected.values()] == [3, 2, 2]
   for split, examples in expected.items():
     source = builder.as_data_source(split)
@@ -173,12 +208,18 @@ def _write_folds(tmp_path, folds):
   return path
 
 
-@pytest.mark.parametrize('folds, message', [
+@pytest.mark.parametrize(
+  'folds, message',
+  [
     ({'train': ['a'], 'valid': []}, r"missing keys \['test'\]"),
-    ({'train': ['a'], 'valid': ['a'], 'test': []}, r'split valid, example a: video listed twice '
-                                                   r'\(also in train\)'),
+    (
+      {'train': ['a'], 'valid': ['a'], 'test': []},
+      r'split valid, example a: video listed twice '
+      r'\(also in train\)',
+    ),
     ({'train': 'a', 'valid': [], 'test': []}, r'split train: expected a list'),
-])
+  ],
+)
 def test_folds_errors(tmp_path, folds, message):
   with pytest.raises(SourceError, match=message):
     csd.read_folds(_write_folds(tmp_path, folds))
@@ -186,16 +227,27 @@ def test_folds_errors(tmp_path, folds, message):
 
 def test_sequence_errors(tmp_path):
   good = tmp_path / 'good.csd'
-  write_csd(good, {'v': (np.zeros((3, 74)), np.zeros((3, 2))),
-                   'short': (np.zeros((3, 74)), np.zeros((2, 2))),
-                   'rank': (np.zeros(3), np.zeros((3, 2)))})
+  write_csd(
+    good,
+    {
+      'v': (np.zeros((3, 74)), np.zeros((3, 2))),
+      'short': (np.zeros((3, 74)), np.zeros((2, 2))),
+      'rank': (np.zeros(3), np.zeros((3, 2))),
+    },
+  )
   with csd.Sequence(good, 'audio') as seq:
     assert seq.videos() == ['rank', 'short', 'v'] and 'v' in seq and 'x' not in seq
-    with pytest.raises(SourceError, match=rf'file {good}, split train, example v, field audio '
-                                          r'features: expected shape \(N, 35\), found \(3, 74\)'):
+    with pytest.raises(
+      SourceError,
+      match=rf'file {good}, split train, example v, field audio '
+      r'features: expected shape \(N, 35\), found \(3, 74\)',
+    ):
       seq.read('v', split='train', width=35)
-    with pytest.raises(SourceError, match=r'example short, field audio intervals: expected shape '
-                                          r'\(3, 2\), found \(2, 2\)'):
+    with pytest.raises(
+      SourceError,
+      match=r'example short, field audio intervals: expected shape '
+      r'\(3, 2\), found \(2, 2\)',
+    ):
       seq.read('short', split='train', width=74)
     with pytest.raises(SourceError, match=r'example rank, field audio features: expected shape'):
       seq.read('rank', split='train', width=74)
@@ -216,7 +268,11 @@ def test_builder_reports_width_mismatch(tmp_path):
   audio = tmp_path / files.audio
   write_csd(audio, {'vidA': (np.zeros((4, 73)), np.zeros((4, 2)))})
   builder = cmu_mosi.CmuMosi(config='csd', data_dir=os.fspath(tmp_path / 'out'))
-  with pytest.raises(SourceError, match=rf'file {audio}, split train, example vidA, field audio '
-                                        r'features: expected shape \(N, 74\), found \(4, 73\)'):
+  with pytest.raises(
+    SourceError,
+    match=rf'file {audio}, split train, example vidA, field audio '
+    r'features: expected shape \(N, 74\), found \(4, 73\)',
+  ):
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(tmp_path)))
+      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(tmp_path))
+    )

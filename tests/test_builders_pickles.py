@@ -3,6 +3,7 @@
 Fixtures are written in the released formats (keys, dtypes, shapes, padding, MMSA's -inf audio,
 byte-string ids, NumPy-1.x pickles); every build is read back value for value.
 """
+
 import os
 import pickle
 import subprocess
@@ -69,25 +70,45 @@ def _mmsa_split(rng, split, n, *, aligned, dims, expected, id_dtype):
   audio[:, :3, 0] = -np.inf  # Inside every sequence: repaired and counted.
   audio[:, -1, :] = -np.inf  # Padding: cut, not counted.
   vision = rng.standard_normal((n, steps[2], dims['vision'])).astype(np.float32)
-  lengths = ({'audio': text_len, 'vision': text_len} if aligned else
-             {'audio': rng.integers(0, steps[1] - 1, n), 'vision': rng.integers(1, steps[2], n)})
+  lengths = (
+    {'audio': text_len, 'vision': text_len}
+    if aligned
+    else {'audio': rng.integers(0, steps[1] - 1, n), 'vision': rng.integers(1, steps[2], n)}
+  )
   ids = np.array([f'vid{split}{i // 2}$_$clip{i}' for i in range(n)], dtype=id_dtype)
   raw_text = np.array([f'words of {split} {i}' for i in range(n)], dtype=object)
   labels = rng.uniform(-3, 3, n).astype(np.float32)
   labels[-1] = np.nan
-  part = {'id': ids, 'raw_text': raw_text, 'text': text, 'text_bert': text_bert, 'audio': audio,
-          'vision': vision, 'regression_labels': labels, 'classification_labels': labels > 0,
-          'annotations': np.array(['Positive'] * n, dtype=object)}
+  part = {
+    'id': ids,
+    'raw_text': raw_text,
+    'text': text,
+    'text_bert': text_bert,
+    'audio': audio,
+    'vision': vision,
+    'regression_labels': labels,
+    'classification_labels': labels > 0,
+    'annotations': np.array(['Positive'] * n, dtype=object),
+  }
   if not aligned:
     part['audio_lengths'] = lengths['audio']
     part['vision_lengths'] = lengths['vision']
   tfds_split = SPLITS[split]
   for i in range(n - 1):
-    example = {'id': f'vid{split}{i // 2}$_$clip{i}', 'raw_text': raw_text[i],
-               'regression': labels[i]}
-    expected.examples[tfds_split].append(expected.features(
-        split, example, text=text[i, :text_len[i]], audio=audio[i, :lengths['audio'][i]],
-        vision=vision[i, :lengths['vision'][i]]))
+    example = {
+      'id': f'vid{split}{i // 2}$_$clip{i}',
+      'raw_text': raw_text[i],
+      'regression': labels[i],
+    }
+    expected.examples[tfds_split].append(
+      expected.features(
+        split,
+        example,
+        text=text[i, : text_len[i]],
+        audio=audio[i, : lengths['audio'][i]],
+        vision=vision[i, : lengths['vision'][i]],
+      )
+    )
   expected.count(split, 'regression_labels', 'dropped_nonfinite_label')
   return part
 
@@ -96,9 +117,12 @@ def write_mmsa(directory, *, aligned, dims, seed=0):
   """Writes an MMSA pickle (N = 4/3/3) into `directory`; returns its `Expected`."""
   rng = np.random.default_rng(seed)
   expected = Expected()
-  data = {split: _mmsa_split(rng, split, n, aligned=aligned, dims=dims, expected=expected,
-                             id_dtype=id_dtype)
-          for split, n, id_dtype in (('train', 4, object), ('valid', 3, 'S'), ('test', 3, 'U'))}
+  data = {
+    split: _mmsa_split(
+      rng, split, n, aligned=aligned, dims=dims, expected=expected, id_dtype=id_dtype
+    )
+    for split, n, id_dtype in (('train', 4, object), ('valid', 3, 'S'), ('test', 3, 'U'))
+  }
   name = 'aligned_50.pkl' if aligned else 'unaligned_50.pkl'
   _write_numpy1_pickle(directory / name, data)
   return expected
@@ -117,7 +141,7 @@ def _mult_split(rng, split, n, *, aligned, dims, task, id_kind, expected):
   for m, t, dtype in zip(('text', 'audio', 'vision'), steps, (np.float32, np.float64, np.float32)):
     arrays[m] = rng.standard_normal((n, t, dims[m])).astype(dtype)
     if not aligned:
-      arrays[m][:, :t // 3] = 0  # MulT pads at the front.
+      arrays[m][:, : t // 3] = 0  # MulT pads at the front.
   arrays['audio'][0, -1, :4] = np.nan
   arrays['vision'][-1, 2, 1] = np.inf
   if task == 'iemocap':
@@ -133,8 +157,9 @@ def _mult_split(rng, split, n, *, aligned, dims, task, id_kind, expected):
     expected.count(split, 'id', 'generated_id', n)
   for i in range(n):
     example = {'id': ids[i], ('label' if task == 'iemocap' else 'regression'): targets[i]}
-    expected.examples[SPLITS[split]].append(expected.features(
-        split, example, **{m: arrays[m][i] for m in ('text', 'audio', 'vision')}))
+    expected.examples[SPLITS[split]].append(
+      expected.features(split, example, **{m: arrays[m][i] for m in ('text', 'audio', 'vision')})
+    )
   return arrays
 
 
@@ -142,9 +167,12 @@ def write_mult(path, *, aligned, dims, task='regression', id_kind='parts', seed=
   """Writes a MulT pickle (N = 3/2/2) at `path`; returns its `Expected`."""
   rng = np.random.default_rng(seed)
   expected = Expected()
-  data = {split: _mult_split(rng, split, n, aligned=aligned, dims=dims, task=task,
-                             id_kind=id_kind, expected=expected)
-          for split, n in (('train', 3), ('valid', 2), ('test', 2))}
+  data = {
+    split: _mult_split(
+      rng, split, n, aligned=aligned, dims=dims, task=task, id_kind=id_kind, expected=expected
+    )
+    for split, n in (('train', 3), ('valid', 2), ('test', 2))
+  }
   _write_numpy1_pickle(path, data)
   return expected
 
@@ -153,7 +181,8 @@ def _build(builder_cls, config, manual_dir, data_dir):
   """Builds with the builder's defaults (array_record) from `manual_dir`."""
   builder = builder_cls(config=config, data_dir=os.fspath(data_dir))
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
+    download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
+  )
   return builder
 
 
@@ -177,29 +206,47 @@ def assert_built(builder, expected):
   assert repairs.counts() == expected.repairs
 
 
-@pytest.mark.parametrize('builder_cls, config, dims', [
+@pytest.mark.parametrize(
+  'builder_cls, config, dims',
+  [
     (cmu_mosi.CmuMosi, 'mmsa_aligned', MOSI_MMSA),
     (cmu_mosi.CmuMosi, 'mmsa_unaligned', MOSI_MMSA),
     (cmu_mosei.CmuMosei, 'mmsa_unaligned', MOSEI_MMSA),
-])
+  ],
+)
 def test_mmsa_builders(tmp_path, builder_cls, config, dims):
   expected = write_mmsa(tmp_path, aligned=config == 'mmsa_aligned', dims=dims)
   assert_built(_build(builder_cls, config, tmp_path, tmp_path / 'out'), expected)
 
 
-@pytest.mark.parametrize('builder_cls, config, file, dims, task, id_kind', [
+@pytest.mark.parametrize(
+  'builder_cls, config, file, dims, task, id_kind',
+  [
     (cmu_mosi.CmuMosi, 'mult_aligned', 'mosi_data.pkl', MOSI_MULT, 'regression', 'parts'),
-    (cmu_mosi.CmuMosi, 'mult_unaligned', 'mosi_data_noalign.pkl', MOSI_MULT, 'regression',
-     'none'),
-    (cmu_mosei.CmuMosei, 'mult_aligned', 'mosei_senti_data.pkl', IEMOCAP_MULT, 'regression',
-     'parts'),
+    (cmu_mosi.CmuMosi, 'mult_unaligned', 'mosi_data_noalign.pkl', MOSI_MULT, 'regression', 'none'),
+    (
+      cmu_mosei.CmuMosei,
+      'mult_aligned',
+      'mosei_senti_data.pkl',
+      IEMOCAP_MULT,
+      'regression',
+      'parts',
+    ),
     (iemocap.Iemocap, 'mult_aligned', 'iemocap_data.pkl', IEMOCAP_MULT, 'iemocap', 'none'),
-    (iemocap.Iemocap, 'mult_unaligned', 'iemocap_data_noalign.pkl', IEMOCAP_MULT, 'iemocap',
-     'parts'),
-])
+    (
+      iemocap.Iemocap,
+      'mult_unaligned',
+      'iemocap_data_noalign.pkl',
+      IEMOCAP_MULT,
+      'iemocap',
+      'parts',
+    ),
+  ],
+)
 def test_mult_builders(tmp_path, builder_cls, config, file, dims, task, id_kind):
-  expected = write_mult(tmp_path / file, aligned=config == 'mult_aligned', dims=dims, task=task,
-                        id_kind=id_kind)
+  expected = write_mult(
+    tmp_path / file, aligned=config == 'mult_aligned', dims=dims, task=task, id_kind=id_kind
+  )
   assert_built(_build(builder_cls, config, tmp_path, tmp_path / 'out'), expected)
 
 
@@ -234,21 +281,26 @@ def _bad_mask(part):
   part['text_bert'] = part['text_bert'][:, :2]
 
 
-@pytest.mark.parametrize('corrupt, message', [
+@pytest.mark.parametrize(
+  'corrupt, message',
+  [
     (_drop_vision, r"split valid: missing keys \['vision'\]"),
     (_rank2_audio, r'split valid, field audio: expected shape \(3, \?, 5\), found \(3, 375\)'),
     (_short_labels, r'field regression_labels: expected shape \(3\), found \(2,\)'),
-    (_long_audio, r'example vidvalid0\$_\$clip1, field audio_lengths: length 376 is not an '
-                  r'integer in \[0, 375\]'),
+    (
+      _long_audio,
+      r'example vidvalid0\$_\$clip1, field audio_lengths: length 376 is not an '
+      r'integer in \[0, 375\]',
+    ),
     (_wide_vision, r'field vision: expected shape \(3, \?, 20\), found \(3, 500, 35\)'),
     (_bad_mask, r'field text_bert: expected shape \(3, 3, 50\), found \(3, 2, 50\)'),
-])
+  ],
+)
 def test_mmsa_errors(tmp_path, corrupt, message):
   part, path = _mmsa_valid(tmp_path)
   corrupt(part)
   with pytest.raises(SourceError, match=message) as err:
-    mmsa.examples(part, path=path, split='valid', dims=MOSI_MMSA, aligned=False,
-                  log=RepairLog())
+    mmsa.examples(part, path=path, split='valid', dims=MOSI_MMSA, aligned=False, log=RepairLog())
   assert str(err.value).startswith(f'file {path}, ')
 
 
@@ -266,41 +318,62 @@ def _mult_part(tmp_path, task='regression'):
   return safe_pickle.load(path)['train'], path
 
 
-@pytest.mark.parametrize('task, corrupt, message', [
+@pytest.mark.parametrize(
+  'task, corrupt, message',
+  [
     ('regression', lambda p: p.pop('labels'), r"missing keys \['labels'\]"),
-    ('regression', lambda p: p.update(labels=p['labels'][:2]),
-     r'field labels: expected shape \(3, 1, 1\), found \(2, 1, 1\)'),
-    ('regression', lambda p: p.update(vision=p['vision'][:, :5]),
-     r'aligned pickle needs equal steps'),
+    (
+      'regression',
+      lambda p: p.update(labels=p['labels'][:2]),
+      r'field labels: expected shape \(3, 1, 1\), found \(2, 1, 1\)',
+    ),
+    (
+      'regression',
+      lambda p: p.update(vision=p['vision'][:, :5]),
+      r'aligned pickle needs equal steps',
+    ),
     ('regression', lambda p: p.update(id=p['id'][:2]), r'field id: expected 3 rows'),
-    ('iemocap', lambda p: p.update(labels=p['labels'][:, :, 0]),
-     r'field labels: expected shape \(3, 4, 2\), found \(3, 4\)'),
-])
+    (
+      'iemocap',
+      lambda p: p.update(labels=p['labels'][:, :, 0]),
+      r'field labels: expected shape \(3, 4, 2\), found \(3, 4\)',
+    ),
+  ],
+)
 def test_mult_errors(tmp_path, task, corrupt, message):
   part, path = _mult_part(tmp_path, task)
   corrupt(part)
   with pytest.raises(SourceError, match=message):
-    mult.examples(part, path=path, split='train', dims=IEMOCAP_MULT, aligned=True, task=task,
-                  log=RepairLog())
+    mult.examples(
+      part, path=path, split='train', dims=IEMOCAP_MULT, aligned=True, task=task, log=RepairLog()
+    )
 
 
 def test_iemocap_label_must_be_one_hot(tmp_path):
   part, path = _mult_part(tmp_path, 'iemocap')
   part['labels'][1, 2] = [1, 1]
-  examples = mult.examples(part, path=path, split='train', dims=IEMOCAP_MULT, aligned=True,
-                           task='iemocap', log=RepairLog())
+  examples = mult.examples(
+    part, path=path, split='train', dims=IEMOCAP_MULT, aligned=True, task='iemocap', log=RepairLog()
+  )
   next(examples)
-  with pytest.raises(SourceError, match=r'example vtrain1\$_\$1\.5\$_\$4, field labels: '
-                                        r'expected one-hot'):
+  with pytest.raises(
+    SourceError,
+    match=r'example vtrain1\$_\$1\.5\$_\$4, field labels: '
+    r'expected one-hot',
+  ):
     next(examples)
 
 
 def test_builder_reports_width_mismatch(tmp_path):
   """MOSEI widths in the MOSI config: the error names file, field, expected and found shape."""
   write_mmsa(tmp_path, aligned=True, dims=MOSEI_MMSA)
-  with pytest.raises(SourceError, match=(
+  with pytest.raises(
+    SourceError,
+    match=(
       rf'file {tmp_path / "aligned_50.pkl"}, split train, field audio: expected shape '
-      r'\(4, \?, 5\), found \(4, 50, 74\)')):
+      r'\(4, \?, 5\), found \(4, 50, 74\)'
+    ),
+  ):
     _build(cmu_mosi.CmuMosi, 'mmsa_aligned', tmp_path, tmp_path / 'out')
 
 
@@ -330,23 +403,36 @@ def test_builder_refuses_malicious_pickle(tmp_path):
 
 def test_build_cli(tmp_path):
   expected = write_mmsa(tmp_path, aligned=True, dims=MOSI_MMSA)
-  command = [sys.executable, '-m', 'data_prep.build', '--dataset=cmu_mosi',
-             '--config=mmsa_aligned', f'--manual_dir={tmp_path}', f'--data_dir={tmp_path}/out']
+  command = [
+    sys.executable,
+    '-m',
+    'data_prep.build',
+    '--dataset=cmu_mosi',
+    '--config=mmsa_aligned',
+    f'--manual_dir={tmp_path}',
+    f'--data_dir={tmp_path}/out',
+  ]
   for _ in range(2):  # Built, then reused: the same summary.
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()
     header = f'cmu_mosi/mmsa_aligned 1.0.0 at {tmp_path}/out/cmu_mosi/mmsa_aligned/1.0.0'
-    lines = lines[lines.index(header):]  # After TFDS's own messages.
-    assert lines[1:5] == ['  train: 3 examples', '  validation: 2 examples',
-                          '  test: 2 examples', 'Repairs and drops:']
+    lines = lines[lines.index(header) :]  # After TFDS's own messages.
+    assert lines[1:5] == [
+      '  train: 3 examples',
+      '  validation: 2 examples',
+      '  test: 2 examples',
+      'Repairs and drops:',
+    ]
     rows = [line.split()[:4] for line in lines[6:]]
-    assert sorted(rows) == sorted([split, field, kind, str(count)]
-                                  for (split, field, kind), count in expected.repairs.items())
+    assert sorted(rows) == sorted(
+      [split, field, kind, str(count)] for (split, field, kind), count in expected.repairs.items()
+    )
 
 
 def test_build_cli_help():
-  result = subprocess.run([sys.executable, '-m', 'data_prep.build', '--help'], cwd=REPO,
-                          capture_output=True, text=True)  # absl exits 1 after --help.
+  result = subprocess.run(
+    [sys.executable, '-m', 'data_prep.build', '--help'], cwd=REPO, capture_output=True, text=True
+  )  # absl exits 1 after --help.
   assert '--manual_dir' in result.stdout and '--dataset' in result.stdout
 
 
@@ -359,16 +445,20 @@ def test_builder_class():
 def test_repairs_text(tmp_path):
   """RepairLog rows print as a table; another builder's JSON (e.g. meld's) prints as JSON."""
   log = RepairLog()
-  log.add('nonfinite_to_zero', path='/x/a.pkl', split='train', example='v$_$1', field='audio',
-          count=4)
+  log.add(
+    'nonfinite_to_zero', path='/x/a.pkl', split='train', example='v$_$1', field='audio', count=4
+  )
   log.write(tmp_path / 'log.json')
   assert build.repairs_text(tmp_path / 'log.json').splitlines() == [
-      'split  field  kind               count  files; e.g. examples',
-      'train  audio  nonfinite_to_zero      4  a.pkl; e.g. v$_$1']
+    'split  field  kind               count  files; e.g. examples',
+    'train  audio  nonfinite_to_zero      4  a.pkl; e.g. v$_$1',
+  ]
   (tmp_path / 'other.json').write_text('{"train": {"dropped": ["dia1_utt2"]}}')
   assert '"dia1_utt2"' in build.repairs_text(tmp_path / 'other.json')
 
 
 def test_build_rejects_options_the_builder_does_not_take(tmp_path):
-  with pytest.raises(ValueError, match=r"builder 'iemocap' does not take the options \['text_model_dir'\]"):
+  with pytest.raises(
+    ValueError, match=r"builder 'iemocap' does not take the options \['text_model_dir'\]"
+  ):
     build.build('iemocap', 'mult_aligned', data_dir=str(tmp_path), text_model_dir='/models/bert')

@@ -1,4 +1,5 @@
 """data_prep.safe_pickle: NumPy arrays and plain containers load; nothing else runs."""
+
 import builtins
 import collections
 import os
@@ -35,18 +36,18 @@ def _payload():
   """Arrays of the dtypes the released pickles hold, NumPy scalars and plain containers."""
   rng = np.random.default_rng(0)
   return {
-      'train': {
-          'text': rng.standard_normal((2, 3, 4)).astype(np.float32),
-          'audio': np.array([[[-np.inf, 1.5]]], dtype=np.float64),
-          'lengths': np.array([3, 1], dtype=np.int64),
-          'mask': np.array([True, False]),
-          'id': np.array(['a$_$1', 'b$_$2'], dtype=object),
-          'raw': np.array([b'vid', b'x']),
-          'unicode': np.array(['caf\u00e9']),
-          'fortran': np.asfortranarray(np.arange(6.0).reshape(2, 3)),
-      },
-      'scalars': [np.float32(1.25), np.int64(-3), np.bool_(True)],
-      'plain': (None, True, 1, 2.5, 'text', b'bytes', [1, (2, 3)], {'k': {}}),
+    'train': {
+      'text': rng.standard_normal((2, 3, 4)).astype(np.float32),
+      'audio': np.array([[[-np.inf, 1.5]]], dtype=np.float64),
+      'lengths': np.array([3, 1], dtype=np.int64),
+      'mask': np.array([True, False]),
+      'id': np.array(['a$_$1', 'b$_$2'], dtype=object),
+      'raw': np.array([b'vid', b'x']),
+      'unicode': np.array(['caf\u00e9']),
+      'fortran': np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+    },
+    'scalars': [np.float32(1.25), np.int64(-3), np.bool_(True)],
+    'plain': (None, True, 1, 2.5, 'text', b'bytes', [1, (2, 3)], {'k': {}}),
   }
 
 
@@ -84,11 +85,14 @@ def test_numpy1_spelling(tmp_path):
   _assert_same(safe_pickle.load(path), _payload())
 
 
-@pytest.mark.parametrize('make, refused', [
+@pytest.mark.parametrize(
+  'make, refused',
+  [
     (_System, 'system'),
     (_Eval, 'builtins.eval'),
     (lambda marker: {'train': {'id': np.array([_System(marker)], dtype=object)}}, 'system'),
-])
+  ],
+)
 def test_refuses_code(tmp_path, make, refused):
   marker = tmp_path / 'executed'
   path = tmp_path / 'evil.pkl'
@@ -102,8 +106,9 @@ def test_refuses_code(tmp_path, make, refused):
 def test_refuses_other_classes(tmp_path):
   path = tmp_path / 'class.pkl'
   path.write_bytes(pickle.dumps({'a': collections.OrderedDict(b=1)}, protocol=4))
-  with pytest.raises(safe_pickle.UnsafePickleError,
-                     match=r'refused global collections\.OrderedDict'):
+  with pytest.raises(
+    safe_pickle.UnsafePickleError, match=r'refused global collections\.OrderedDict'
+  ):
     safe_pickle.load(path)
 
 
@@ -116,8 +121,9 @@ def test_codecs_encode_only_latin1(tmp_path):
     safe_pickle.load(path)
 
 
-@pytest.mark.parametrize('content', [
-    pickle.dumps(_payload(), protocol=4)[:200], b'', b'not a pickle at all'])
+@pytest.mark.parametrize(
+  'content', [pickle.dumps(_payload(), protocol=4)[:200], b'', b'not a pickle at all']
+)
 def test_corrupt(tmp_path, content):
   path = tmp_path / 'broken.pkl'
   path.write_bytes(content)
@@ -129,9 +135,11 @@ def test_admitted_functions_cannot_be_modified(tmp_path):
   """BUILD on an admitted global (setting `_frombuffer.__defaults__`) is refused."""
   path = tmp_path / 'tamper.pkl'
   # GLOBAL numpy._core.numeric _frombuffer; BUILD with slot state {'__defaults__': (1,)}.
-  path.write_bytes(b'\x80\x02cnumpy._core.numeric\n_frombuffer\nN}X\x0c\x00\x00\x00'
-                   b'__defaults__K\x01\x85s\x86b.')
-  with pytest.raises(safe_pickle.UnsafePickleError, match=f"{path}: refused to set attribute "
-                                                          "'__defaults__'"):
+  path.write_bytes(
+    b'\x80\x02cnumpy._core.numeric\n_frombuffer\nN}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b.'
+  )
+  with pytest.raises(
+    safe_pickle.UnsafePickleError, match=f"{path}: refused to set attribute '__defaults__'"
+  ):
     safe_pickle.load(path)
   assert numeric._frombuffer.__defaults__ == (None,)

@@ -6,15 +6,23 @@ from configs import ablations, default, iemocap, meld, mosei, mosi, synthetic
 from configs import sentiment_data
 from fasca_jax import config_io
 
-CONFIGS = ([('default', default.get_config()), ('synthetic', synthetic.get_config()),
-            ('synthetic:tiny', synthetic.get_config('tiny')),
-            ('meld:text', meld.get_config('text')),
-            ('meld:multimodal', meld.get_config('multimodal')),
-            ('iemocap', iemocap.get_config()),
-            ('ablation', ablations.get_config('synthetic:tiny,no_vision'))]
-           + [(f'mosi:{a}', mosi.get_config(a)) for a in sentiment_data.SOURCES]
-           + [(f'mosei:{a}', mosei.get_config(a)) for a in sentiment_data.SOURCES
-              if 'mosei' in sentiment_data.SOURCES[a][1]])
+CONFIGS = (
+  [
+    ('default', default.get_config()),
+    ('synthetic', synthetic.get_config()),
+    ('synthetic:tiny', synthetic.get_config('tiny')),
+    ('meld:text', meld.get_config('text')),
+    ('meld:multimodal', meld.get_config('multimodal')),
+    ('iemocap', iemocap.get_config()),
+    ('ablation', ablations.get_config('synthetic:tiny,no_vision')),
+  ]
+  + [(f'mosi:{a}', mosi.get_config(a)) for a in sentiment_data.SOURCES]
+  + [
+    (f'mosei:{a}', mosei.get_config(a))
+    for a in sentiment_data.SOURCES
+    if 'mosei' in sentiment_data.SOURCES[a][1]
+  ]
+)
 
 
 def assert_same(a, b, path='config'):

@@ -10,7 +10,9 @@ from fasca_jax import tasks
 from fasca_jax.models import fasca_net
 
 
-@pytest.mark.parametrize('module,arg,builder,dims,lens', [
+@pytest.mark.parametrize(
+  'module,arg,builder,dims,lens',
+  [
     (mosi, None, ('cmu_mosi', 'mmsa_aligned'), (768, 5, 20), (50, 50, 50)),
     (mosi, 'unaligned', ('cmu_mosi', 'mmsa_unaligned'), (768, 5, 20), (50, 375, 500)),
     (mosi, 'mult_aligned', ('cmu_mosi', 'mult_aligned'), (300, 74, 47), (50, 50, 50)),
@@ -18,7 +20,8 @@ from fasca_jax.models import fasca_net
     (mosei, 'unaligned', ('cmu_mosei', 'mmsa_unaligned'), (768, 74, 35), (50, 500, 500)),
     (mosei, 'mult_unaligned', ('cmu_mosei', 'mult_unaligned'), (300, 74, 35), (50, 500, 500)),
     (iemocap, None, ('iemocap', 'mult_aligned'), (300, 74, 35), (20, 20, 20)),
-])
+  ],
+)
 def test_sentiment_and_iemocap_configs(module, arg, builder, dims, lens):
   c = module.get_config(arg)
   assert (c.dataset.name, c.dataset.config) == builder

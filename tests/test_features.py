@@ -1,4 +1,5 @@
 """Route B features: audio, vision, text, and the cached parallel folder extractor with its CLI."""
+
 import json
 import os
 import pathlib
@@ -134,14 +135,19 @@ def test_text_encoder_is_the_sentence_model(encoder):
   def sentence(s):
     v = encoder.encode([s])[0][1:-1].mean(axis=0)
     return v / np.linalg.norm(v)
+
   guitar = sentence('A man is playing a guitar.')
   assert guitar @ sentence('Someone plays the guitar.') > 0.6
   assert guitar @ sentence('The stock market fell sharply today.') < 0.2
 
 
 def test_extract_folder_caches_resumes_and_reports(clips, tmp_path):
-  paths = {'moving': clips['moving'], 'still': clips['still'], 'broken': clips['broken'],
-           'gone': tmp_path / 'gone.mp4'}
+  paths = {
+    'moving': clips['moving'],
+    'still': clips['still'],
+    'broken': clips['broken'],
+    'gone': tmp_path / 'gone.mp4',
+  }
   cache = tmp_path / 'cache'
   report = extract.extract_folder(paths, cache, ('audio', 'vision'), num_workers=0)
   assert report.extracted == {'audio': 2, 'vision': 2}
@@ -149,10 +155,12 @@ def test_extract_folder_caches_resumes_and_reports(clips, tmp_path):
     assert set(report.skipped[modality]) == {'broken', 'gone'}
     assert 'broken.mp4' in report.skipped[modality]['broken']
     assert report.skipped[modality]['gone'].startswith('missing file:')
-  np.testing.assert_array_equal(np.load(cache / 'audio' / 'moving.npy'),
-                                audio.audio_features(clips['moving']))
-  np.testing.assert_array_equal(extract.load_features(cache, None, 'vision', 'still'),
-                                vision.vision_features(clips['still']))
+  np.testing.assert_array_equal(
+    np.load(cache / 'audio' / 'moving.npy'), audio.audio_features(clips['moving'])
+  )
+  np.testing.assert_array_equal(
+    extract.load_features(cache, None, 'vision', 'still'), vision.vision_features(clips['still'])
+  )
   assert not list(cache.rglob('*.tmp.npy'))
 
   interrupted = cache / 'vision' / 'still.npy'
@@ -200,8 +208,15 @@ def test_extract_cli(clips, tmp_path):
     (folder / f'{name}.mp4').write_bytes(clips[name].read_bytes())
   (folder / 'notes.txt').write_text('not a clip')
   cache = tmp_path / 'out'
-  cmd = [sys.executable, '-m', 'data_prep.features.extract', f'--input_dir={folder}',
-         f'--cache_dir={cache}', '--num_workers=0', '--modalities=vision']
+  cmd = [
+    sys.executable,
+    '-m',
+    'data_prep.features.extract',
+    f'--input_dir={folder}',
+    f'--cache_dir={cache}',
+    '--num_workers=0',
+    '--modalities=vision',
+  ]
   subprocess.run(cmd, check=True, cwd=REPO_ROOT, capture_output=True)
   report = json.loads((cache / 'extract_report.json').read_text())
   assert report['extracted'] == {'vision': 1}

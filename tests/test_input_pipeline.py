@@ -1,4 +1,5 @@
 """Input pipeline on the tiny synthetic dataset: layout, eval coverage, sharding, resume, errors."""
+
 import sys
 import types
 
@@ -14,7 +15,8 @@ MAX_LEN = {'text': 8, 'audio': 20, 'vision': 32}  # Tiny lengths: text 6-12, str
 
 
 def _config(data_dir, name='synthetic_affect', variant='tiny', **overrides):
-  config = ml_collections.ConfigDict({
+  config = ml_collections.ConfigDict(
+    {
       'dataset': {'name': name, 'config': variant},
       'data_dir': str(data_dir),
       'modalities': ('text', 'audio', 'vision'),
@@ -22,7 +24,8 @@ def _config(data_dir, name='synthetic_affect', variant='tiny', **overrides):
       'dims': {'text': 768, 'audio': 74, 'vision': 35},
       'batch_size': 16,
       'seed': 0,
-  })
+    }
+  )
   config.update(overrides)
   return config
 
@@ -37,8 +40,10 @@ def config(tmp_path_factory):
 def source(config):
   """split -> {id: decoded example}."""
   builder = input_pipeline.ensure_built(config)
-  return {split: {ex['id'].decode(): ex for ex in builder.as_data_source(split)}
-          for split in ('train', 'validation', 'test')}
+  return {
+    split: {ex['id'].decode(): ex for ex in builder.as_data_source(split)}
+    for split in ('train', 'validation', 'test')
+  }
 
 
 def _batches(config, split, **kwargs):
@@ -46,8 +51,7 @@ def _batches(config, split, **kwargs):
 
 
 def _eval(config, split='validation', batch_size=10, **kwargs):
-  return list(_batches(config, split, train=False, global_batch_size=batch_size, seed=0,
-                       **kwargs))
+  return list(_batches(config, split, train=False, global_batch_size=batch_size, seed=0, **kwargs))
 
 
 def _ids(batches):
@@ -55,8 +59,7 @@ def _ids(batches):
 
 
 def test_batch_layout_matches_source(config, source):
-  batch = next(_batches(
-      config, 'train', train=True, global_batch_size=16, seed=1))
+  batch = next(_batches(config, 'train', train=True, global_batch_size=16, seed=1))
   assert batch['id'].shape == (16,) and isinstance(batch['id'][0], str)
   assert batch['valid'].dtype == bool and batch['valid'].all()
   assert batch['regression'].dtype == np.float32 and batch['regression'].shape == (16,)
@@ -96,8 +99,9 @@ def test_eval_covers_every_example_once(config, source, batch_size):
 
 @pytest.mark.parametrize('count', [2, 3])
 def test_eval_processes_split_the_data(config, source, count):
-  per_process = [_eval(config, batch_size=6 * count, process_index=i, process_count=count)
-                 for i in range(count)]
+  per_process = [
+    _eval(config, batch_size=6 * count, process_index=i, process_count=count) for i in range(count)
+  ]
   assert len({len(batches) for batches in per_process}) == 1  # No deadlock in collective eval.
   ids = [_ids(batches) for batches in per_process]
   assert sum(len(i) for i in ids) == 32
@@ -114,8 +118,15 @@ def test_eval_pads_with_invalid_batches_when_a_shard_is_short(config):
 def test_train_processes_read_disjoint_slices(config, source):
   epochs = []
   for index in range(2):
-    it = _batches(config, 'train', train=True, global_batch_size=16, seed=3,
-                                     process_index=index, process_count=2)
+    it = _batches(
+      config,
+      'train',
+      train=True,
+      global_batch_size=16,
+      seed=3,
+      process_index=index,
+      process_count=2,
+    )
     ids = [i for _ in range(6) for i in next(it)['id']]  # 48 examples per process, 8 per batch.
     assert len(set(ids)) == 48
     epochs.append(set(ids))
@@ -125,8 +136,7 @@ def test_train_processes_read_disjoint_slices(config, source):
 
 def test_shuffle_is_deterministic_per_seed(config):
   def first_ids(seed, train=True):
-    it = _batches(config, 'train', train=train, global_batch_size=16,
-                                     seed=seed, shuffle=True)
+    it = _batches(config, 'train', train=train, global_batch_size=16, seed=seed, shuffle=True)
     return [list(next(it)['id']) for _ in range(3)]
 
   assert first_ids(1) == first_ids(1)
@@ -159,8 +169,9 @@ def test_counts(config):
 
 def test_batch_must_divide_over_processes(config):
   with pytest.raises(ValueError, match='does not divide'):
-    _batches(config, 'train', train=True, global_batch_size=15, seed=0,
-                                process_index=0, process_count=2)
+    _batches(
+      config, 'train', train=True, global_batch_size=15, seed=0, process_index=0, process_count=2
+    )
 
 
 def test_width_mismatch_is_reported(config):
@@ -175,13 +186,15 @@ def test_width_mismatch_is_reported(config):
 
 class ManualOnlyAffect(tfds.core.GeneratorBasedBuilder):
   """Stands for a builder that needs manually downloaded files."""
+
   VERSION = tfds.core.Version('1.0.0')
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'Place the pickles in the manual dir.'
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name='aligned')]
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
-        {'id': tfds.features.Text()}))
+    return tfds.core.DatasetInfo(
+      builder=self, features=tfds.features.FeaturesDict({'id': tfds.features.Text()})
+    )
 
   def _split_generators(self, dl_manager):
     raise AssertionError('must not be built by the input pipeline')
@@ -192,14 +205,21 @@ class ManualOnlyAffect(tfds.core.GeneratorBasedBuilder):
 
 class TextOnlyAffect(tfds.core.GeneratorBasedBuilder):
   """Auto-built text-only data with one non-finite example ('nan')."""
+
   VERSION = tfds.core.Version('1.0.0')
   BUILD_AUTOMATICALLY = True
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        'id': tfds.features.Text(),
-        'text': tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
-        'regression': tfds.features.Scalar(np.float32)}))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          'id': tfds.features.Text(),
+          'text': tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+          'regression': tfds.features.Scalar(np.float32),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     return {'test': self._generate_examples()}
@@ -207,8 +227,10 @@ class TextOnlyAffect(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self):
     for i, value in enumerate([0.0, 1.0, np.nan]):
       example_id = 'nan' if np.isnan(value) else str(i)
-      yield example_id, {'id': example_id, 'regression': 0.0,
-                         'text': np.full((3, 4), value, np.float32)}
+      yield (
+        example_id,
+        {'id': example_id, 'regression': 0.0, 'text': np.full((3, 4), value, np.float32)},
+      )
 
 
 @pytest.fixture
@@ -223,8 +245,10 @@ def test_unbuilt_manual_dataset_names_the_build_command(dummy_modules, tmp_path)
   with pytest.raises(FileNotFoundError) as error:
     input_pipeline.open_dataset(config)
   assert f'manual_only_affect/aligned is not built under data_dir={tmp_path}' in str(error.value)
-  assert (f'python -m data_prep.build --dataset=manual_only_affect --config=aligned '
-          f'--manual_dir=DIR --data_dir={tmp_path}') in str(error.value)
+  assert (
+    f'python -m data_prep.build --dataset=manual_only_affect --config=aligned '
+    f'--manual_dir=DIR --data_dir={tmp_path}'
+  ) in str(error.value)
 
 
 def test_missing_modality_and_non_finite_values(dummy_modules, tmp_path):
@@ -240,8 +264,9 @@ def test_missing_modality_and_non_finite_values(dummy_modules, tmp_path):
 def test_worker_processes_give_the_same_batches(config):
   flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags; train.py parses them in app.run.
   with_workers = _config(config.data_dir, num_workers=1)
-  want, got = (_batches(c, 'test', train=True, global_batch_size=8, seed=2)
-               for c in (config, with_workers))
+  want, got = (
+    _batches(c, 'test', train=True, global_batch_size=8, seed=2) for c in (config, with_workers)
+  )
   pairs = [(next(want), next(got)) for _ in range(2)]
   pairs += zip(_eval(config, split='test'), _eval(with_workers, split='test'), strict=True)
   for a, b in pairs:

@@ -1,4 +1,5 @@
 """MELD builder: the real annotation CSVs, and text / multimodal builds on small fixtures."""
+
 import collections
 import os
 import pathlib
@@ -13,46 +14,48 @@ from data_prep import meld, sources
 from data_prep.features import audio, synthetic, text, vision
 
 REAL_MELD = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'meld'
-HEADER = ('Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,'
-          'StartTime,EndTime')
+HEADER = (
+  'Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,'
+  'StartTime,EndTime'
+)
 # Rows in the released format: CRLF records, a multi-line quoted utterance, UTF-8 punctuation, and
 # a C1 character (U+0092) as early releases stored a Windows-1252 right quote.
 FIXTURE_ROWS = {
-    'train': [
-        '1,"Oh my God, he’s lost it.\nHe’s totally lost it.",Phoebe,surprise,negative,0,0,4,7,'
-        '"00:13:12,471","00:13:15,808"',
-        '2,You must\x92ve had your hands full.,The Interviewer,neutral,neutral,0,1,8,21,'
-        '"00:16:21,940","00:16:23,442"',
-        '3,"Okay, “café” time!",Monica,Joy ,positive,1,0,3,5,"00:01:02,000","00:01:04,500"',
-    ],
-    'validation': [
-        '1,Why do all you’re coffee mugs have numbers on the bottom?,Mark,surprise,positive,0,0,'
-        '3,19,"00:14:38,127","00:14:40,378"',
-        '2,Oh. That’s so Monica can keep track.,Rachel,anger,negative,0,1,3,19,'
-        '"00:14:40,629","00:14:47,385"',
-    ],
-    'test': [
-        '1,Why is it so cold?,Ross,sadness,negative,0,0,1,1,"00:00:01,000","00:00:02,000"',
-        '2,I hate this!,Ross,disgust,negative,0,1,1,1,"00:00:02,000","00:00:03,000"',
-        '3,"Eh... fear, what?",Joey,fear,negative,1,0,1,1,"00:00:03,000","00:00:04,000"',
-    ],
+  'train': [
+    '1,"Oh my God, he’s lost it.\nHe’s totally lost it.",Phoebe,surprise,negative,0,0,4,7,'
+    '"00:13:12,471","00:13:15,808"',
+    '2,You must\x92ve had your hands full.,The Interviewer,neutral,neutral,0,1,8,21,'
+    '"00:16:21,940","00:16:23,442"',
+    '3,"Okay, “café” time!",Monica,Joy ,positive,1,0,3,5,"00:01:02,000","00:01:04,500"',
+  ],
+  'validation': [
+    '1,Why do all you’re coffee mugs have numbers on the bottom?,Mark,surprise,positive,0,0,'
+    '3,19,"00:14:38,127","00:14:40,378"',
+    '2,Oh. That’s so Monica can keep track.,Rachel,anger,negative,0,1,3,19,'
+    '"00:14:40,629","00:14:47,385"',
+  ],
+  'test': [
+    '1,Why is it so cold?,Ross,sadness,negative,0,0,1,1,"00:00:01,000","00:00:02,000"',
+    '2,I hate this!,Ross,disgust,negative,0,1,1,1,"00:00:02,000","00:00:03,000"',
+    '3,"Eh... fear, what?",Joey,fear,negative,1,0,1,1,"00:00:03,000","00:00:04,000"',
+  ],
 }
 # id, raw_text, speaker, label, sentiment per split, as the builder must emit them
 EXPECTED = {
-    'train': [
-        ('dia0_utt0', 'Oh my God, he’s lost it.\nHe’s totally lost it.', 'Phoebe', 1, 0),
-        ('dia0_utt1', 'You must’ve had your hands full.', 'The Interviewer', 0, 1),
-        ('dia1_utt0', 'Okay, “café” time!', 'Monica', 4, 2),
-    ],
-    'validation': [
-        ('dia0_utt0', 'Why do all you’re coffee mugs have numbers on the bottom?', 'Mark', 1, 2),
-        ('dia0_utt1', 'Oh. That’s so Monica can keep track.', 'Rachel', 6, 0),
-    ],
-    'test': [
-        ('dia0_utt0', 'Why is it so cold?', 'Ross', 3, 0),
-        ('dia0_utt1', 'I hate this!', 'Ross', 5, 0),
-        ('dia1_utt0', 'Eh... fear, what?', 'Joey', 2, 0),
-    ],
+  'train': [
+    ('dia0_utt0', 'Oh my God, he’s lost it.\nHe’s totally lost it.', 'Phoebe', 1, 0),
+    ('dia0_utt1', 'You must’ve had your hands full.', 'The Interviewer', 0, 1),
+    ('dia1_utt0', 'Okay, “café” time!', 'Monica', 4, 2),
+  ],
+  'validation': [
+    ('dia0_utt0', 'Why do all you’re coffee mugs have numbers on the bottom?', 'Mark', 1, 2),
+    ('dia0_utt1', 'Oh. That’s so Monica can keep track.', 'Rachel', 6, 0),
+  ],
+  'test': [
+    ('dia0_utt0', 'Why is it so cold?', 'Ross', 3, 0),
+    ('dia0_utt1', 'I hate this!', 'Ross', 5, 0),
+    ('dia1_utt0', 'Eh... fear, what?', 'Joey', 2, 0),
+  ],
 }
 MISSING_CLIP = ('validation', 'dia0_utt1')
 
@@ -77,8 +80,9 @@ def _tone_hz(split: str, index: int) -> float:
 
 def _build(builder: meld.Meld, manual_dir: pathlib.Path) -> None:
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
-      file_format='array_record')
+    download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
+    file_format='array_record',
+  )
 
 
 def _read(builder: meld.Meld, split: str) -> list[dict]:
@@ -92,11 +96,14 @@ def encoder() -> text.TextEncoder:
   return text.cached_encoder()
 
 
-@pytest.mark.parametrize('split,size,emotions,sentiments', [
+@pytest.mark.parametrize(
+  'split,size,emotions,sentiments',
+  [
     ('train', 9989, (4710, 1205, 268, 683, 1743, 271, 1109), (2945, 4710, 2334)),
     ('validation', 1109, (470, 150, 40, 111, 163, 22, 153), (406, 470, 233)),
     ('test', 2610, (1256, 281, 50, 208, 402, 68, 345), (833, 1256, 521)),
-])
+  ],
+)
 def test_real_csvs_match_the_paper(split, size, emotions, sentiments):
   if not REAL_MELD.is_dir():
     pytest.skip(f'real MELD CSVs not found at {REAL_MELD} (the shared/ folder beside the repo)')
@@ -140,8 +147,10 @@ def test_build_text_config(tmp_path, encoder):
   assert features['label'].np_dtype == features['sentiment'].np_dtype == np.int32
   for split, expected in EXPECTED.items():
     examples = _read(builder, split)
-    got = [(e['id'].decode(), e['raw_text'].decode(), e['speaker'].decode(), e['label'],
-            e['sentiment']) for e in examples]
+    got = [
+      (e['id'].decode(), e['raw_text'].decode(), e['speaker'].decode(), e['label'], e['sentiment'])
+      for e in examples
+    ]
     assert got == expected  # CSV order, every value
     for example, (_, raw_text, *_) in zip(examples, expected):
       want = encoder.encode([raw_text])[0]
@@ -173,8 +182,10 @@ def test_build_multimodal_config(tmp_path, encoder):
   assert 'missing file' in reason and f'{uid}.mp4' in reason
   assert {s: summary[s]['examples'] for s in EXPECTED} == {'train': 3, 'validation': 1, 'test': 3}
   log = sources.RepairLog.read(pathlib.Path(builder.data_dir) / sources.REPAIRS_FILE)
-  assert log.counts() == {('train', 'raw_text', 'c1_to_cp1252'): 1,
-                          ('dev', 'clip', 'dropped_clip_unusable'): 1}
+  assert log.counts() == {
+    ('train', 'raw_text', 'c1_to_cp1252'): 1,
+    ('dev', 'clip', 'dropped_clip_unusable'): 1,
+  }
   assert log.to_json()[1]['files'] == [f'{uid}.mp4'] and log.to_json()[1]['examples'] == [uid]
   pitch = audio.AUDIO_COLUMNS.index('pitch_hz')
   for split, expected in EXPECTED.items():

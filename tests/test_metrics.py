@@ -1,4 +1,5 @@
 """Tests for fasca_jax.metrics against hand-computed values and sklearn."""
+
 import math
 
 import numpy as np
@@ -25,9 +26,16 @@ SENT_PREDS = [0.5, -0.3, 0.0, -0.5, 3.8, -2.5, 2.4, 1.6, -1.6, 1.5]
 
 def test_sentiment_metrics_hand_case():
   got = metrics.sentiment_metrics(SENT_PREDS, SENT_LABELS)
-  assert list(got) == ['Has0_acc_2', 'Has0_F1_score', 'Non0_acc_2',
-                       'Non0_F1_score', 'Mult_acc_5', 'Mult_acc_7', 'MAE',
-                       'Corr']
+  assert list(got) == [
+    'Has0_acc_2',
+    'Has0_F1_score',
+    'Non0_acc_2',
+    'Non0_F1_score',
+    'Mult_acc_5',
+    'Mult_acc_7',
+    'MAE',
+    'Corr',
+  ]
   assert all(type(v) is float for v in got.values())
   # Has0: truth l >= 0 = T T T F T F T T F T, preds p >= 0 = T F T F T F T T
   # F T; only idx 1 differs -> 9/10.
@@ -58,7 +66,7 @@ def test_sentiment_metrics_hand_case():
 def test_sentiment_metrics_corr():
   # Means 2.5 and 2.5; deviations p = -1.5 -.5 .5 1.5, l = -1.5 .5 -.5 1.5.
   # r = (2.25 - .25 - .25 + 2.25) / sqrt(5 * 5) = 4 / 5.
-  got = metrics.sentiment_metrics([1., 2., 3., 4.], [1., 3., 2., 4.])
+  got = metrics.sentiment_metrics([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0])
   assert got['Corr'] == pytest.approx(0.8, abs=1e-15)
 
 
@@ -66,22 +74,21 @@ def test_sentiment_metrics_corr_uses_unclipped_values():
   # Clipped to [-3, 3] the preds would be 0 1 2 3 and r = 1. Unclipped:
   # deviations p = -3 -2 -1 6, l = -1.5 -.5 .5 1.5.
   # r = (4.5 + 1 - .5 + 9) / sqrt(50 * 5) = 14 / sqrt(250).
-  got = metrics.sentiment_metrics([0., 1., 2., 9.], [0., 1., 2., 3.])
+  got = metrics.sentiment_metrics([0.0, 1.0, 2.0, 9.0], [0.0, 1.0, 2.0, 3.0])
   assert got['Corr'] == pytest.approx(14 / math.sqrt(250), abs=1e-15)
   # |p - l| = 0 0 0 6 -> 1.5.
   assert got['MAE'] == pytest.approx(1.5, abs=1e-15)
 
 
 def test_sentiment_metrics_accepts_column_preds():
-  column = metrics.sentiment_metrics(np.array(SENT_PREDS)[:, None],
-                                     SENT_LABELS)
+  column = metrics.sentiment_metrics(np.array(SENT_PREDS)[:, None], SENT_LABELS)
   assert column == metrics.sentiment_metrics(SENT_PREDS, SENT_LABELS)
 
 
 @pytest.mark.filterwarnings('error')
 def test_sentiment_metrics_all_zero_labels_gives_nan_non0():
   # truth all >= 0; preds >= 0 = T F T -> Has0 acc 2/3. Non0 is undefined.
-  got = metrics.sentiment_metrics([1., -1., 0.4], [0., 0., 0.])
+  got = metrics.sentiment_metrics([1.0, -1.0, 0.4], [0.0, 0.0, 0.0])
   assert got['Has0_acc_2'] == pytest.approx(2 / 3, abs=1e-15)
   assert math.isnan(got['Non0_acc_2'])
   assert math.isnan(got['Non0_F1_score'])
@@ -91,7 +98,7 @@ def test_sentiment_metrics_all_zero_labels_gives_nan_non0():
 @pytest.mark.filterwarnings('error')
 @pytest.mark.parametrize('preds', [[0.3, 0.3, 0.3], [0.3]])
 def test_sentiment_metrics_constant_preds_gives_nan_corr(preds):
-  labels = [1.0, -2.0, 0.5][:len(preds)]
+  labels = [1.0, -2.0, 0.5][: len(preds)]
   got = metrics.sentiment_metrics(preds, labels)
   assert math.isnan(got['Corr'])
   assert not math.isnan(got['MAE'])
@@ -107,11 +114,9 @@ F1_PRED = [0, 0, 2, 1, 1, 0, 1]
 
 def test_f1_hand_case():
   # Weighted: (3 * 2/3 + 4 * 6/7 + 0 * 0) / 7 = (2 + 24/7) / 7 = 38/49.
-  assert metrics.weighted_f1(F1_TRUE, F1_PRED) == pytest.approx(
-      38 / 49, abs=1e-15)
+  assert metrics.weighted_f1(F1_TRUE, F1_PRED) == pytest.approx(38 / 49, abs=1e-15)
   # Macro over the union {0, 1, 2}: (2/3 + 6/7 + 0) / 3 = 32/63.
-  assert metrics.macro_f1(F1_TRUE, F1_PRED) == pytest.approx(
-      32 / 63, abs=1e-15)
+  assert metrics.macro_f1(F1_TRUE, F1_PRED) == pytest.approx(32 / 63, abs=1e-15)
   # Matches at idx 0, 1, 3, 4, 6.
   assert metrics.accuracy(F1_TRUE, F1_PRED) == pytest.approx(5 / 7, abs=1e-15)
 
@@ -131,12 +136,10 @@ def test_f1_matches_sklearn(seed):
   y_pred = rng.integers(0, 6, n)  # Class 5 is never true.
   if seed % 2:  # Correlated predictions, so F1s are far from 0.
     y_pred = np.where(rng.random(n) < 0.7, y_true, y_pred)
-  for average, ours in (('weighted', metrics.weighted_f1),
-                        ('macro', metrics.macro_f1)):
+  for average, ours in (('weighted', metrics.weighted_f1), ('macro', metrics.macro_f1)):
     want = sk.f1_score(y_true, y_pred, average=average, zero_division=0)
     assert abs(ours(y_true, y_pred) - want) <= 1e-12, average
-  assert abs(metrics.accuracy(y_true, y_pred)
-             - sk.accuracy_score(y_true, y_pred)) <= 1e-12
+  assert abs(metrics.accuracy(y_true, y_pred) - sk.accuracy_score(y_true, y_pred)) <= 1e-12
 
 
 def _mmsa_regression(preds, labels):
@@ -152,17 +155,14 @@ def _mmsa_regression(preds, labels):
   nz_preds = test_preds[non_zeros] > 0
   binary_truth, binary_preds = test_truth >= 0, test_preds >= 0
   return {
-      'Has0_acc_2': sk.accuracy_score(binary_preds, binary_truth),
-      'Has0_F1_score': sk.f1_score(binary_truth, binary_preds,
-                                   average='weighted'),
-      'Non0_acc_2': sk.accuracy_score(nz_preds, nz_truth),
-      'Non0_F1_score': sk.f1_score(nz_truth, nz_preds, average='weighted'),
-      'Mult_acc_5': multiclass_acc(np.clip(test_preds, -2., 2.),
-                                   np.clip(test_truth, -2., 2.)),
-      'Mult_acc_7': multiclass_acc(np.clip(test_preds, -3., 3.),
-                                   np.clip(test_truth, -3., 3.)),
-      'MAE': np.mean(np.absolute(test_preds - test_truth)),
-      'Corr': np.corrcoef(test_preds, test_truth)[0][1],
+    'Has0_acc_2': sk.accuracy_score(binary_preds, binary_truth),
+    'Has0_F1_score': sk.f1_score(binary_truth, binary_preds, average='weighted'),
+    'Non0_acc_2': sk.accuracy_score(nz_preds, nz_truth),
+    'Non0_F1_score': sk.f1_score(nz_truth, nz_preds, average='weighted'),
+    'Mult_acc_5': multiclass_acc(np.clip(test_preds, -2.0, 2.0), np.clip(test_truth, -2.0, 2.0)),
+    'Mult_acc_7': multiclass_acc(np.clip(test_preds, -3.0, 3.0), np.clip(test_truth, -3.0, 3.0)),
+    'MAE': np.mean(np.absolute(test_preds - test_truth)),
+    'Corr': np.corrcoef(test_preds, test_truth)[0][1],
   }
 
 
@@ -187,8 +187,7 @@ def test_sentiment_metrics_matches_mmsa(seed):
 
 def _logits_for(pred_ids, num_classes):
   """(N, C) logits whose argmax is pred_ids: 2 at the class, -1 elsewhere."""
-  return np.where(np.arange(num_classes) == np.asarray(pred_ids)[:, None],
-                  2.0, -1.0)
+  return np.where(np.arange(num_classes) == np.asarray(pred_ids)[:, None], 2.0, -1.0)
 
 
 @pytest.mark.parametrize('one_hot', [False, True])
@@ -196,7 +195,8 @@ def test_emotion_metrics_hand_case(one_hot):
   logits = _logits_for(F1_PRED, 4)  # Class 3 neither true nor predicted.
   labels = np.eye(4)[F1_TRUE] if one_hot else np.array(F1_TRUE)
   got = metrics.emotion_metrics(logits, labels, class_names=list('abcd'))
-  assert got == pytest.approx({
+  assert got == pytest.approx(
+    {
       'Acc': 5 / 7,
       'F1_weighted': 38 / 49,
       'F1_macro': 32 / 63,  # Over classes 0, 1, 2 only: class 3 is absent.
@@ -204,20 +204,15 @@ def test_emotion_metrics_hand_case(one_hot):
       'F1_b': 6 / 7,
       'F1_c': 0.0,
       'F1_d': 0.0,
-  }, abs=1e-15)
-  assert list(metrics.emotion_metrics(logits, labels)) == [
-      'Acc', 'F1_weighted', 'F1_macro']
+    },
+    abs=1e-15,
+  )
+  assert list(metrics.emotion_metrics(logits, labels)) == ['Acc', 'F1_weighted', 'F1_macro']
 
 
 # IEMOCAP: 4 samples x (Neutral, Happy, Sad, Angry).
-IEMO_LABELS = np.array([[1, 0, 0, 1],
-                        [0, 0, 1, 1],
-                        [0, 0, 0, 1],
-                        [1, 0, 0, 1]])
-IEMO_PREDS = np.array([[1, 0, 1, 0],
-                       [0, 0, 0, 1],
-                       [1, 0, 0, 1],
-                       [1, 0, 1, 1]])
+IEMO_LABELS = np.array([[1, 0, 0, 1], [0, 0, 1, 1], [0, 0, 0, 1], [1, 0, 0, 1]])
+IEMO_PREDS = np.array([[1, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 1], [1, 0, 1, 1]])
 
 
 @pytest.mark.parametrize('one_hot', [False, True])
@@ -227,91 +222,150 @@ def test_iemocap_metrics_hand_case(one_hot):
   logits = np.stack([-sign, sign], axis=-1) * 1.5
   labels = np.eye(2)[IEMO_LABELS] if one_hot else IEMO_LABELS
   got = metrics.iemocap_metrics(logits, labels)
-  assert list(got) == ['Neutral_acc', 'Neutral_F1', 'Happy_acc', 'Happy_F1',
-                       'Sad_acc', 'Sad_F1', 'Angry_acc', 'Angry_F1',
-                       'Mean_acc', 'Mean_F1']
-  assert got == pytest.approx({
+  assert list(got) == [
+    'Neutral_acc',
+    'Neutral_F1',
+    'Happy_acc',
+    'Happy_F1',
+    'Sad_acc',
+    'Sad_F1',
+    'Angry_acc',
+    'Angry_F1',
+    'Mean_acc',
+    'Mean_F1',
+  ]
+  assert got == pytest.approx(
+    {
       # Neutral: truth 1 0 0 1, preds 1 0 1 1 -> acc 3/4.
       # Class 1: sup 2, pred 3, TP 2 -> 4/5; class 0: sup 2, pred 1, TP 1 ->
       # 2/3. Weighted (2 * 4/5 + 2 * 2/3) / 4 = 11/15.
-      'Neutral_acc': 3 / 4, 'Neutral_F1': 11 / 15,
+      'Neutral_acc': 3 / 4,
+      'Neutral_F1': 11 / 15,
       # Happy: all 0 in both -> 1 and 1.
-      'Happy_acc': 1.0, 'Happy_F1': 1.0,
+      'Happy_acc': 1.0,
+      'Happy_F1': 1.0,
       # Sad: truth 0 1 0 0, preds 1 0 0 1 -> acc 1/4.
       # Class 0: sup 3, pred 2, TP 1 -> 2/5; class 1: sup 1, pred 2, TP 0 ->
       # 0. Weighted (3 * 2/5 + 0) / 4 = 3/10.
-      'Sad_acc': 1 / 4, 'Sad_F1': 3 / 10,
+      'Sad_acc': 1 / 4,
+      'Sad_F1': 3 / 10,
       # Angry: truth 1 1 1 1, preds 0 1 1 1 -> acc 3/4.
       # Class 1: sup 4, pred 3, TP 3 -> 6/7; class 0: sup 0 -> weight 0.
-      'Angry_acc': 3 / 4, 'Angry_F1': 6 / 7,
+      'Angry_acc': 3 / 4,
+      'Angry_F1': 6 / 7,
       # (3/4 + 1 + 1/4 + 3/4) / 4 = 11/16.
       'Mean_acc': 11 / 16,
       # (154 + 210 + 63 + 180) / 210 / 4 = 607/840.
       'Mean_F1': 607 / 840,
-  }, abs=1e-15)
+    },
+    abs=1e-15,
+  )
 
 
 def test_tasks_dispatch_to_their_metrics():
-  assert (tasks.get_task('regression').metrics(SENT_PREDS, SENT_LABELS)
-          == metrics.sentiment_metrics(SENT_PREDS, SENT_LABELS))
+  assert tasks.get_task('regression').metrics(SENT_PREDS, SENT_LABELS) == metrics.sentiment_metrics(
+    SENT_PREDS, SENT_LABELS
+  )
   logits = _logits_for(F1_PRED, 3)
-  assert (tasks.get_task('classification', 3).metrics(logits, F1_TRUE)
-          == metrics.emotion_metrics(logits, F1_TRUE))
+  assert tasks.get_task('classification', 3).metrics(logits, F1_TRUE) == metrics.emotion_metrics(
+    logits, F1_TRUE
+  )
   iemo_logits = np.stack([1 - IEMO_PREDS, IEMO_PREDS], axis=-1)
-  assert (tasks.get_task('iemocap', 2).metrics(iemo_logits, IEMO_LABELS)
-          == metrics.iemocap_metrics(iemo_logits, IEMO_LABELS))
-  with pytest.raises(ValueError, match=r"unknown task 'ranking'.*"
-                     r"\['classification', 'iemocap', 'regression'\]"):
+  assert tasks.get_task('iemocap', 2).metrics(iemo_logits, IEMO_LABELS) == metrics.iemocap_metrics(
+    iemo_logits, IEMO_LABELS
+  )
+  with pytest.raises(
+    ValueError,
+    match=r"unknown task 'ranking'.*"
+    r"\['classification', 'iemocap', 'regression'\]",
+  ):
     tasks.get_task('ranking')
 
 
 def test_format_table():
-  table = metrics.format_table({
+  table = metrics.format_table(
+    {
       'val': {'MAE': 0.75, 'Corr': 0.8},
       'test': {'MAE': 1.23456, 'Corr': float('nan'), 'Has0_acc_2': 0.9},
-  })
-  assert table == '\n'.join([
+    }
+  )
+  assert table == '\n'.join(
+    [
       'metric         val    test',
       'MAE         0.7500  1.2346',
       'Corr        0.8000     nan',
       'Has0_acc_2       -  0.9000',
-  ])
+    ]
+  )
 
 
-@pytest.mark.parametrize('fn, args, message', [
-    (metrics.sentiment_metrics, ([1., 2.], [1., 2., 3.]),
-     r'preds and labels .* preds \(2,\) and labels \(3,\)'),
-    (metrics.sentiment_metrics, (np.zeros((2, 3)), np.zeros((3, 2))),
-     r'preds \(2, 3\) and labels \(3, 2\)'),
+@pytest.mark.parametrize(
+  'fn, args, message',
+  [
+    (
+      metrics.sentiment_metrics,
+      ([1.0, 2.0], [1.0, 2.0, 3.0]),
+      r'preds and labels .* preds \(2,\) and labels \(3,\)',
+    ),
+    (
+      metrics.sentiment_metrics,
+      (np.zeros((2, 3)), np.zeros((3, 2))),
+      r'preds \(2, 3\) and labels \(3, 2\)',
+    ),
     (metrics.sentiment_metrics, ([], []), r'preds is empty \(shape \(0,\)\)'),
-    (metrics.sentiment_metrics, ([1., np.nan, np.inf], [0., 1., 2.]),
-     r'preds has 2 non-finite value\(s\) \(shape \(3,\)\)'),
-    (metrics.sentiment_metrics, ([1., 2.], [0., -np.inf]),
-     r'labels has 1 non-finite value\(s\) \(shape \(2,\)\)'),
-    (metrics.weighted_f1, ([0, 1], [0]),
-     r'y_pred and y_true .* y_pred \(1,\) and y_true \(2,\)'),
+    (
+      metrics.sentiment_metrics,
+      ([1.0, np.nan, np.inf], [0.0, 1.0, 2.0]),
+      r'preds has 2 non-finite value\(s\) \(shape \(3,\)\)',
+    ),
+    (
+      metrics.sentiment_metrics,
+      ([1.0, 2.0], [0.0, -np.inf]),
+      r'labels has 1 non-finite value\(s\) \(shape \(2,\)\)',
+    ),
+    (metrics.weighted_f1, ([0, 1], [0]), r'y_pred and y_true .* y_pred \(1,\) and y_true \(2,\)'),
     (metrics.macro_f1, ([], []), r'y_pred is empty'),
     (metrics.accuracy, ([0, 1, 1], [1, 0]), r'y_pred \(2,\) and y_true \(3,\)'),
-    (metrics.emotion_metrics, (np.zeros((3, 4)), [0, 1]),
-     r'labels must have shape \(3,\) .* or \(3, 4\) .* '
-     r'logits_or_probs \(3, 4\), got labels \(2,\)'),
-    (metrics.emotion_metrics, (np.zeros((3, 4)), [0, 4, 1]),
-     r'class ids in \[0, 4\), got values in \[0, 4\]'),
-    (metrics.emotion_metrics, (np.zeros((2, 4)), [0, 1.5]),
-     r'class ids in \[0, 4\)'),
-    (metrics.emotion_metrics, (np.full((2, 3), np.nan), [0, 1]),
-     r'logits_or_probs has 6 non-finite value\(s\) \(shape \(2, 3\)\)'),
-    (metrics.emotion_metrics, (np.zeros(3), [0, 1, 2]),
-     r'logits_or_probs must have shape \(\.\.\., num_classes\), got \(3,\)'),
-    (metrics.emotion_metrics, (np.zeros((2, 3)), [0, 1], ['a', 'b']),
-     r'class_names has 2 names, logits_or_probs has 3 classes'),
-    (metrics.iemocap_metrics, (np.zeros((5, 8)), np.zeros((5, 4))),
-     r'logits must have shape \(N, 4, 2\), got \(5, 8\)'),
-    (metrics.iemocap_metrics, (np.zeros((5, 4, 2)), np.zeros((5, 2))),
-     r'labels must have shape \(5, 4\) .* got labels \(5, 2\)'),
-    (metrics.iemocap_metrics, (np.zeros((1, 4, 2)), [[0, 1, 2, 0]]),
-     r'class ids in \[0, 2\)'),
-])
+    (
+      metrics.emotion_metrics,
+      (np.zeros((3, 4)), [0, 1]),
+      r'labels must have shape \(3,\) .* or \(3, 4\) .* '
+      r'logits_or_probs \(3, 4\), got labels \(2,\)',
+    ),
+    (
+      metrics.emotion_metrics,
+      (np.zeros((3, 4)), [0, 4, 1]),
+      r'class ids in \[0, 4\), got values in \[0, 4\]',
+    ),
+    (metrics.emotion_metrics, (np.zeros((2, 4)), [0, 1.5]), r'class ids in \[0, 4\)'),
+    (
+      metrics.emotion_metrics,
+      (np.full((2, 3), np.nan), [0, 1]),
+      r'logits_or_probs has 6 non-finite value\(s\) \(shape \(2, 3\)\)',
+    ),
+    (
+      metrics.emotion_metrics,
+      (np.zeros(3), [0, 1, 2]),
+      r'logits_or_probs must have shape \(\.\.\., num_classes\), got \(3,\)',
+    ),
+    (
+      metrics.emotion_metrics,
+      (np.zeros((2, 3)), [0, 1], ['a', 'b']),
+      r'class_names has 2 names, logits_or_probs has 3 classes',
+    ),
+    (
+      metrics.iemocap_metrics,
+      (np.zeros((5, 8)), np.zeros((5, 4))),
+      r'logits must have shape \(N, 4, 2\), got \(5, 8\)',
+    ),
+    (
+      metrics.iemocap_metrics,
+      (np.zeros((5, 4, 2)), np.zeros((5, 2))),
+      r'labels must have shape \(5, 4\) .* got labels \(5, 2\)',
+    ),
+    (metrics.iemocap_metrics, (np.zeros((1, 4, 2)), [[0, 1, 2, 0]]), r'class ids in \[0, 2\)'),
+  ],
+)
 def test_bad_input_raises(fn, args, message):
   with pytest.raises(ValueError, match=message):
     fn(*args)

@@ -47,12 +47,23 @@ def _dot_dtypes(jitted, params, batch):
 
 def test_bfloat16_computes_in_bf16_and_trains(bf16_config):
   config = bf16_config
-  jitted = steps.JittedSteps(config, steps.make_optimizer(config, total_steps=STEPS,
-                                                          steps_per_epoch=STEPS))
+  jitted = steps.JittedSteps(
+    config, steps.make_optimizer(config, total_steps=STEPS, steps_per_epoch=STEPS)
+  )
   state = jitted.init(config.seed)
-  batches = [input_pipeline.to_global(b, jitted.data_sharding) for b in itertools.islice(
-      input_pipeline.make_batches(input_pipeline.open_dataset(config), 'train', train=True,
-                                  global_batch_size=config.batch_size, seed=0), 4)]
+  batches = [
+    input_pipeline.to_global(b, jitted.data_sharding)
+    for b in itertools.islice(
+      input_pipeline.make_batches(
+        input_pipeline.open_dataset(config),
+        'train',
+        train=True,
+        global_batch_size=config.batch_size,
+        seed=0,
+      ),
+      4,
+    )
+  ]
 
   dots, loss_dtype = _dot_dtypes(jitted, state.params, batches[0])
   assert dots and all(d == ('bfloat16', 'bfloat16') for d in dots), dots
@@ -64,7 +75,7 @@ def test_bfloat16_computes_in_bf16_and_trains(bf16_config):
     assert metrics['loss'].dtype == jnp.float32
     losses.append(float(metrics['loss']))
   assert np.all(np.isfinite(losses))
-  first, last = np.mean(losses[:len(batches)]), np.mean(losses[-len(batches):])  # same batches.
+  first, last = np.mean(losses[: len(batches)]), np.mean(losses[-len(batches) :])  # same batches.
   assert last < 0.8 * first, losses
   for leaf in jax.tree.leaves((state.params, state.opt_state)):
     if jnp.issubdtype(leaf.dtype, jnp.floating):

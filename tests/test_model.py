@@ -16,15 +16,25 @@ LENS = {'text': 6, 'audio': 15, 'vision': 9}
 
 
 def tiny_model(modalities=('text', 'audio', 'vision'), task='regression', num_classes=1, **kw):
-  kw = {'d_model': 8, 'num_heads': 2, 'd_align': 4, 'bfa_heads': 2, 'num_bfa': 1,
-        'head_hidden': 8, 'dropout': 0.0, 'dilations': {'audio': 2, 'vision': 1}, **kw}
+  kw = {
+    'd_model': 8,
+    'num_heads': 2,
+    'd_align': 4,
+    'bfa_heads': 2,
+    'num_bfa': 1,
+    'head_hidden': 8,
+    'dropout': 0.0,
+    'dilations': {'audio': 2, 'vision': 1},
+    **kw,
+  }
   return fasca_net.FascaNet(modalities=modalities, task=task, num_classes=num_classes, **kw)
 
 
 def make_inputs(batch=3, seed=0, modalities=tuple(DIMS), lengths=None):
   rng = np.random.default_rng(seed)
-  inputs = {m: jnp.asarray(rng.normal(size=(batch, LENS[m], DIMS[m])), jnp.float32)
-            for m in modalities}
+  inputs = {
+    m: jnp.asarray(rng.normal(size=(batch, LENS[m], DIMS[m])), jnp.float32) for m in modalities
+  }
   lengths = lengths or {m: rng.integers(2, LENS[m] + 1, size=batch) for m in modalities}
   masks = {m: jnp.arange(LENS[m])[None, :] < jnp.asarray(lengths[m])[:, None] for m in modalities}
   return inputs, masks
@@ -38,7 +48,8 @@ def _init(model):
   if repr(model) not in _VARIABLES:
     inputs, masks = make_inputs(modalities=model.modalities)
     _VARIABLES[repr(model)] = jax.jit(functools.partial(model.init, train=False))(
-        jax.random.key(0), inputs, masks)
+      jax.random.key(0), inputs, masks
+    )
   return _VARIABLES[repr(model)]
 
 
@@ -46,22 +57,34 @@ def apply(model, inputs, masks):
   return jax.jit(functools.partial(model.apply, train=False))(_init(model), inputs, masks)
 
 
-@pytest.mark.parametrize('task,num_classes,shape', [
-    ('regression', 1, (3,)), ('classification', 7, (3, 7)), ('iemocap', 1, (3, 4, 2))])
+@pytest.mark.parametrize(
+  'task,num_classes,shape',
+  [('regression', 1, (3,)), ('classification', 7, (3, 7)), ('iemocap', 1, (3, 4, 2))],
+)
 def test_output_shapes_per_task(task, num_classes, shape):
   model = tiny_model(task=task, num_classes=num_classes)
   (outputs, inter) = apply(model, *make_inputs())
   assert outputs['main'].shape == shape
   assert np.all(np.isfinite(outputs['main']))
-  assert inter['cross_attention']['text'].shape == (3, 2, LENS['text'] + 1,
-                                                    LENS['audio'] + LENS['vision'] + 2)
+  assert inter['cross_attention']['text'].shape == (
+    3,
+    2,
+    LENS['text'] + 1,
+    LENS['audio'] + LENS['vision'] + 2,
+  )
   assert inter['audio_far']['offsets'].shape == (3, 1, LENS['text'] + 1, 18)
   assert inter['vision_far']['mask'].shape == (3, 1, LENS['text'] + 1, 9)
 
 
-@pytest.mark.parametrize('modalities,pairs', [
-    (('text',), ()), (('text', 'audio'), ('audio',)), (('audio', 'vision'), ()),
-    (('text', 'vision'), ('vision',))])
+@pytest.mark.parametrize(
+  'modalities,pairs',
+  [
+    (('text',), ()),
+    (('text', 'audio'), ('audio',)),
+    (('audio', 'vision'), ()),
+    (('text', 'vision'), ('vision',)),
+  ],
+)
 def test_any_subset_of_modalities(modalities, pairs):
   model = tiny_model(modalities=modalities)
   assert model.pairs() == pairs
@@ -87,8 +110,8 @@ def test_each_sample_is_independent_of_the_batch():
   inputs, masks = make_inputs(batch=4, seed=2)
   full, _ = apply(model, inputs, masks)
   for i in range(4):
-    single, _ = apply(model, *jax.tree.map(lambda a: a[i:i + 1], (inputs, masks)))
-    np.testing.assert_allclose(single['main'], full['main'][i:i + 1], atol=1e-5)
+    single, _ = apply(model, *jax.tree.map(lambda a, i=i: a[i : i + 1], (inputs, masks)))
+    np.testing.assert_allclose(single['main'], full['main'][i : i + 1], atol=1e-5)
   shuffled, _ = apply(model, *jax.tree.map(lambda a: a[::-1], (inputs, masks)))
   np.testing.assert_allclose(shuffled['main'], full['main'][::-1], atol=1e-5)
 
@@ -96,9 +119,11 @@ def test_each_sample_is_independent_of_the_batch():
 def _perturb_zero_init(params, seed=0):
   """Gives the zero-initialised offset/mask convs small weights, as after some training."""
   rng = np.random.default_rng(seed)
+
   def f(path, p):
     zero_init = any(getattr(k, 'key', None) in ('offsets', 'mask') for k in path)
     return p + 0.1 * rng.normal(size=p.shape).astype(p.dtype) if zero_init else p
+
   return jax.tree_util.tree_map_with_path(f, params)
 
 
@@ -121,8 +146,10 @@ def test_gradients_reach_every_parameter():
   # At initialisation the offset/mask convs are zero (DCNv2), so the FAR bottleneck that feeds
   # them gets no gradient yet; everything else does.
   assert dead(grad_fn(params)) == sorted(
-      f"['fgfa_{p}']['far']['bottleneck']['{w}']" for p in ('audio', 'vision')
-      for w in ('bias', 'kernel'))
+    f"['fgfa_{p}']['far']['bottleneck']['{w}']"
+    for p in ('audio', 'vision')
+    for w in ('bias', 'kernel')
+  )
   # Once those convs have weights, every parameter receives a gradient.
   grads = grad_fn(_perturb_zero_init(params))
   assert dead(grads) == []

@@ -70,8 +70,11 @@ def test_predict_one_clip_matches_the_model_on_hand_built_inputs(predictor, clip
   _check_probabilities(result)
   assert result['id'] == 'a_tone' and result['text'] == SAID
   # The same features, cropped and padded by hand, through the same restored model.
-  feats = {'audio': audio.audio_features(path), 'vision': vision.vision_features(path),
-           'text': text.cached_encoder().encode([SAID])[0]}
+  feats = {
+    'audio': audio.audio_features(path),
+    'vision': vision.vision_features(path),
+    'text': text.cached_encoder().encode([SAID])[0],
+  }
   assert result['steps'] == {m: len(x) for m, x in feats.items()} and result['steps']['vision'] == 5
   config = predictor.config
   batch = {}
@@ -84,8 +87,8 @@ def test_predict_one_clip_matches_the_model_on_hand_built_inputs(predictor, clip
   expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
   np.testing.assert_allclose(list(result['probabilities'].values()), expected, atol=1e-5)
   table = media_prediction.format_result(result)
-  assert table.splitlines()[0] == f"{path} (text: {SAID!r})"
-  assert f"{result['prediction']}" in table.splitlines()[1] and '<- predicted' in table
+  assert table.splitlines()[0] == f'{path} (text: {SAID!r})'
+  assert f'{result["prediction"]}' in table.splitlines()[1] and '<- predicted' in table
 
 
 def test_unreadable_clip_is_an_error_naming_the_file(predictor, clip_dir):
@@ -94,8 +97,9 @@ def test_unreadable_clip_is_an_error_naming_the_file(predictor, clip_dir):
     predictor.predict(broken, SAID)
 
 
-def test_input_dir_writes_jsonl_in_file_order_and_skips_unreadable_clips(predictor, clip_dir,
-                                                                         tmp_path):
+def test_input_dir_writes_jsonl_in_file_order_and_skips_unreadable_clips(
+  predictor, clip_dir, tmp_path
+):
   output = tmp_path / 'out.jsonl'
   results, failed = media_prediction.predict_folder(predictor, str(clip_dir), str(output))
   rows = [json.loads(line) for line in output.read_text().splitlines()]
@@ -114,12 +118,24 @@ def test_cli_on_a_folder_and_on_an_unreadable_clip(run_dir, clip_dir, tmp_path):
   save_initial_run(ablations.apply(config_io.load(run_dir), 'no_text'), workdir)
   output = tmp_path / 'av.jsonl'
   result = subprocess.run(
-      [sys.executable, 'predict.py', f'--workdir={workdir}', f'--input_dir={clip_dir}',
-       f'--output={output}'], cwd=REPO, capture_output=True, text=True, check=False)
+    [
+      sys.executable,
+      'predict.py',
+      f'--workdir={workdir}',
+      f'--input_dir={clip_dir}',
+      f'--output={output}',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr
   rows = [json.loads(line) for line in output.read_text().splitlines()]
   assert [r['id'] for r in rows] == ['a_tone', 'b_still'] and set(rows[0]['steps']) == {
-      'audio', 'vision'}
+    'audio',
+    'vision',
+  }
   for r in rows:
     _check_probabilities(r)
   assert result.stdout.splitlines()[:2] == [f'{r["file"]}: {r["prediction"]}' for r in rows]
@@ -127,8 +143,12 @@ def test_cli_on_a_folder_and_on_an_unreadable_clip(run_dir, clip_dir, tmp_path):
   assert f'2 clips predicted into {output}; 1 skipped.' in result.stdout
   broken = str(clip_dir / 'c_broken.mp4')
   result = subprocess.run(
-      [sys.executable, 'predict.py', f'--workdir={workdir}', f'--video={broken}'],
-      cwd=REPO, capture_output=True, text=True, check=False)
+    [sys.executable, 'predict.py', f'--workdir={workdir}', f'--video={broken}'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith(f'predict.py: {broken}: cannot open')
 
@@ -136,9 +156,11 @@ def test_cli_on_a_folder_and_on_an_unreadable_clip(run_dir, clip_dir, tmp_path):
 def test_run_on_other_features_says_which_config_to_train(tmp_path):
   config = synthetic.get_config('tiny')  # widths 768/74/35
   config_io.save(config, str(tmp_path))
-  with pytest.raises(media_prediction.InputError,
-                     match=r'widths text 768, audio 74, vision 35 \(synthetic_affect/tiny\).*'
-                           r'widths text 384, audio 46, vision 27.*configs/meld.py:multimodal'):
+  with pytest.raises(
+    media_prediction.InputError,
+    match=r'widths text 768, audio 74, vision 35 \(synthetic_affect/tiny\).*'
+    r'widths text 384, audio 46, vision 27.*configs/meld.py:multimodal',
+  ):
     media_prediction.MediaPredictor(str(tmp_path))
 
 

@@ -22,8 +22,9 @@ def tiny():
   return config
 
 
-@pytest.mark.parametrize('text,seeds', [('', ()), ('1111', (1111,)),
-                                        ('1111,1112, 1113', (1111, 1112, 1113))])
+@pytest.mark.parametrize(
+  'text,seeds', [('', ()), ('1111', (1111,)), ('1111,1112, 1113', (1111, 1112, 1113))]
+)
 def test_parse_seeds(text, seeds):
   assert runs.parse_seeds(text) == seeds
 
@@ -83,8 +84,11 @@ def test_run_trains_missing_variants_and_reuses_finished_ones(tmp_path):
     assert f.read() == tables.ablation_markdown(table) + '\n'
   # A dropped modality is not read from the data at all.
   no_audio = input_pipeline.open_dataset(ablations.apply(config, 'no_audio'))
-  batch = next(iter(input_pipeline.make_batches(no_audio, 'validation', train=False,
-                                                global_batch_size=16, seed=0)))
+  batch = next(
+    iter(
+      input_pipeline.make_batches(no_audio, 'validation', train=False, global_batch_size=16, seed=0)
+    )
+  )
   assert {'text', 'vision'} <= set(batch) and not any(k.startswith('audio') for k in batch)
   saved = config_io.load(str(tmp_path / 'runs' / 'no_fusion'))
   assert saved.to_dict() == ablations.apply(config, 'no_fusion').to_dict()

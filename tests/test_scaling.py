@@ -6,6 +6,7 @@ tests/conftest.py, device count aside) and share a JAX compilation cache, so eac
 compiled once per module. Helpers that attach probes to `train.py` are in
 tests/scaling_helper.py.
 """
+
 import json
 import os
 import shutil
@@ -37,25 +38,41 @@ def tiny_config(data_dir):
 
 
 def _env(devices, cache_dir, **extra):
-  flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
-           if not f.startswith('--xla_force_host_platform_device_count=')]
-  return {**os.environ, 'JAX_PLATFORMS': 'cpu', 'JAX_COMPILATION_CACHE_DIR': str(cache_dir),
-          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-          'XLA_FLAGS': ' '.join([f'--xla_force_host_platform_device_count={devices}', *flags]),
-          **extra}
+  flags = [
+    f
+    for f in os.environ.get('XLA_FLAGS', '').split()
+    if not f.startswith('--xla_force_host_platform_device_count=')
+  ]
+  return {
+    **os.environ,
+    'JAX_PLATFORMS': 'cpu',
+    'JAX_COMPILATION_CACHE_DIR': str(cache_dir),
+    'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+    'XLA_FLAGS': ' '.join([f'--xla_force_host_platform_device_count={devices}', *flags]),
+    **extra,
+  }
 
 
 def _train_flags(workdir, data_dir):
   """The command line of the run (the same for the first run and every resumption)."""
-  return ['--config=configs/synthetic.py:tiny', f'--workdir={workdir}',
-          f'--config.data_dir={data_dir}']
+  return [
+    '--config=configs/synthetic.py:tiny',
+    f'--workdir={workdir}',
+    f'--config.data_dir={data_dir}',
+  ]
 
 
 def _run(args, env, log_path, timeout=600):
   """Runs `python args...` in the repository; returns (exit code, this run's output)."""
   with open(log_path, 'w') as log:
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env, stdout=log,
-                          stderr=subprocess.STDOUT, timeout=timeout)
+    proc = subprocess.run(
+      [sys.executable, *map(str, args)],
+      cwd=REPO,
+      env=env,
+      stdout=log,
+      stderr=subprocess.STDOUT,
+      timeout=timeout,
+    )
   with open(log_path) as f:
     return proc.returncode, f.read()
 
@@ -71,8 +88,11 @@ def _saved_steps(workdir):
 def _assert_states_equal(got, want):
   assert int(got.step) == int(want.step)
   for tree in ('params', 'opt_state'):
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(getattr(got, tree)),
-                 jax.device_get(getattr(want, tree)))
+    jax.tree.map(
+      np.testing.assert_array_equal,
+      jax.device_get(getattr(got, tree)),
+      jax.device_get(getattr(want, tree)),
+    )
 
 
 @pytest.fixture(scope='module')
@@ -92,8 +112,7 @@ def reference(data_dir, cache_dir, tmp_path_factory):
   """An uninterrupted `train.py` run of the tiny config on 2 devices -> its workdir."""
   root = tmp_path_factory.mktemp('reference')
   workdir = root / 'run'
-  code, out = _run(['train.py', *_train_flags(workdir, data_dir)], _env(2, cache_dir),
-                   root / 'log')
+  code, out = _run(['train.py', *_train_flags(workdir, data_dir)], _env(2, cache_dir), root / 'log')
   assert code == 0, out[-5000:]
   assert _saved_steps(workdir) == [STEPS_PER_EPOCH, TOTAL_STEPS]
   return workdir
@@ -107,15 +126,19 @@ def test_sigterm_then_sigkill_resume_bit_exact(data_dir, cache_dir, reference, t
   config, workdir, env = tiny_config(data_dir), tmp_path / 'run', _env(2, cache_dir)
   flags = _train_flags(workdir, data_dir)
 
-  code, out = _run([HELPER, 'train', '--sigterm_after_step=3', '--', *flags], env,
-                   tmp_path / 'log1')
+  code, out = _run(
+    [HELPER, 'train', '--sigterm_after_step=3', '--', *flags], env, tmp_path / 'log1'
+  )
   assert code == 0, out[-5000:]
   assert 'Stopped at step 3 after SIGTERM' in out
   assert _saved_steps(workdir) == [3]
   assert not (workdir / 'results.json').exists()
 
-  code, out = _run([HELPER, 'train', '--sigkill_after_step=9', '--wait_for_checkpoint=6', '--',
-                    *flags], env, tmp_path / 'log2')
+  code, out = _run(
+    [HELPER, 'train', '--sigkill_after_step=9', '--wait_for_checkpoint=6', '--', *flags],
+    env,
+    tmp_path / 'log2',
+  )
   assert code == -signal.SIGKILL, out[-5000:]
   assert f'Resumed from step 3 of {TOTAL_STEPS}' in out
   assert _saved_steps(workdir) == [3, 6]
@@ -145,14 +168,16 @@ def test_truncated_file_makes_a_checkpoint_unreadable(data_dir, reference, tmp_p
 
 
 def test_corrupt_latest_checkpoint_is_skipped_and_training_resumes_from_previous(
-    data_dir, cache_dir, reference, tmp_path):
+  data_dir, cache_dir, reference, tmp_path
+):
   config, workdir = tiny_config(data_dir), tmp_path / 'run'
   shutil.copytree(reference, workdir)
   newest = workdir / checkpoints.CHECKPOINT_DIR / str(TOTAL_STEPS)
   manifest = newest / 'state' / 'manifest.ocdbt'
   os.truncate(manifest, manifest.stat().st_size // 2)
-  code, out = _run(['train.py', *_train_flags(workdir, data_dir)], _env(2, cache_dir),
-                   tmp_path / 'log')
+  code, out = _run(
+    ['train.py', *_train_flags(workdir, data_dir)], _env(2, cache_dir), tmp_path / 'log'
+  )
   assert code == 0, out[-5000:]
   assert f'Skipping unreadable checkpoint {newest} ' in out
   assert f'Resumed from step {STEPS_PER_EPOCH} of {TOTAL_STEPS}' in out
@@ -190,9 +215,20 @@ def test_8_devices_match_1_device_and_compile_once(data_dir, cache_dir, tmp_path
   procs = {}
   for n in (1, 8):
     procs[n] = subprocess.Popen(
-        [sys.executable, HELPER, 'curve', f'--data_dir={data_dir}', '--steps=6',
-         f'--out={tmp_path / f"{n}.npz"}'], cwd=REPO, env=_env(n, cache_dir),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      [
+        sys.executable,
+        HELPER,
+        'curve',
+        f'--data_dir={data_dir}',
+        '--steps=6',
+        f'--out={tmp_path / f"{n}.npz"}',
+      ],
+      cwd=REPO,
+      env=_env(n, cache_dir),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
   res = {}
   for n, proc in procs.items():
     out, _ = proc.communicate(timeout=600)
@@ -233,8 +269,12 @@ def test_distributed_settings_from_flags_or_environment(monkeypatch):
   monkeypatch.setenv('JAX_PROCESS_ID', '1')
   distributed.initialize()
   distributed.initialize('10.0.0.2:99', process_id=0)  # Flags win over the environment.
-  assert calls == [('jax_cpu_collectives_implementation', 'gloo'), ('10.0.0.1:1234', 2, 1),
-                   ('jax_cpu_collectives_implementation', 'gloo'), ('10.0.0.2:99', 2, 0)]
+  assert calls == [
+    ('jax_cpu_collectives_implementation', 'gloo'),
+    ('10.0.0.1:1234', 2, 1),
+    ('jax_cpu_collectives_implementation', 'gloo'),
+    ('10.0.0.2:99', 2, 0),
+  ]
 
 
 def test_two_processes_over_gloo(data_dir, cache_dir, tmp_path):
@@ -242,15 +282,30 @@ def test_two_processes_over_gloo(data_dir, cache_dir, tmp_path):
   environment variables; identical parameters, disjoint data, only process 0 writes logs."""
   address, workdir = f'127.0.0.1:{_free_port()}', tmp_path / 'run'
   flags = [*_train_flags(workdir, data_dir), '--config.num_epochs=1']
-  joins = [(['--coordinator_address=' + address, '--num_processes=2', '--process_id=0'], {}),
-           ([], {'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2',
-                 'JAX_PROCESS_ID': '1'})]
+  joins = [
+    (['--coordinator_address=' + address, '--num_processes=2', '--process_id=0'], {}),
+    ([], {'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '1'}),
+  ]
   procs = []
   for i, (join_flags, join_env) in enumerate(joins):
-    procs.append(subprocess.Popen(
-        [sys.executable, HELPER, 'record', f'--report={tmp_path / f"{i}.json"}', '--', *flags,
-         *join_flags], cwd=REPO, env=_env(2, cache_dir, **join_env),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    procs.append(
+      subprocess.Popen(
+        [
+          sys.executable,
+          HELPER,
+          'record',
+          f'--report={tmp_path / f"{i}.json"}',
+          '--',
+          *flags,
+          *join_flags,
+        ],
+        cwd=REPO,
+        env=_env(2, cache_dir, **join_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+      )
+    )
   for proc in procs:
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-5000:]
@@ -259,7 +314,9 @@ def test_two_processes_over_gloo(data_dir, cache_dir, tmp_path):
     with open(tmp_path / f'{i}.json') as f:
       reports.append(json.load(f))
   assert [(r['process_index'], r['process_count'], r['device_count']) for r in reports] == [
-      (0, 2, 4), (1, 2, 4)]
+    (0, 2, 4),
+    (1, 2, 4),
+  ]
   # Identical parameters on both processes at the checkpointed step.
   assert reports[0]['checksums'] == reports[1]['checksums']
   assert list(reports[0]['checksums']) == [str(STEPS_PER_EPOCH)]
@@ -280,8 +337,9 @@ def test_two_processes_over_gloo(data_dir, cache_dir, tmp_path):
   logs = {str(workdir / 'metrics.jsonl'), str(workdir / 'results.json')}
   assert logs <= set(reports[0]['writes'])
   allowed = (str(workdir / '.write_probe_1'), str(workdir / checkpoints.CHECKPOINT_DIR) + os.sep)
-  others = [p for p in reports[1]['writes']
-            if p.startswith(str(workdir)) and not p.startswith(allowed)]
+  others = [
+    p for p in reports[1]['writes'] if p.startswith(str(workdir)) and not p.startswith(allowed)
+  ]
   assert not others, others
   with open(workdir / 'metrics.jsonl') as f:
     rows = [json.loads(line) for line in f]
@@ -299,15 +357,20 @@ def test_pipeline_reads_array_record_lazily(data_dir, monkeypatch):
   assert source_cls is array_record.ArrayRecordDataSource
   reads = {}  # split -> record indices read, in order.
   getitem, getitems = source_cls.__getitem__, source_cls.__getitems__
-  monkeypatch.setattr(source_cls, '__getitem__', lambda self, key: reads.setdefault(
-      str(self.split), []).append(key) or getitem(self, key))
-  monkeypatch.setattr(source_cls, '__getitems__', lambda self, keys: reads.setdefault(
-      str(self.split), []).extend(keys) or getitems(self, keys))
+  monkeypatch.setattr(
+    source_cls,
+    '__getitem__',
+    lambda self, key: reads.setdefault(str(self.split), []).append(key) or getitem(self, key),
+  )
+  monkeypatch.setattr(
+    source_cls,
+    '__getitems__',
+    lambda self, keys: reads.setdefault(str(self.split), []).extend(keys) or getitems(self, keys),
+  )
   bound = (1 + input_pipeline.READ_AHEAD_BATCHES) * 4
   for split, train in (('train', True), ('validation', False)):
     n = dataset.num_examples(split)
-    batches = input_pipeline.make_batches(dataset, split, train=train, global_batch_size=4,
-                                          seed=0)
+    batches = input_pipeline.make_batches(dataset, split, train=train, global_batch_size=4, seed=0)
     next(batches)
     assert 4 <= len(reads[split]) <= bound < n, (split, len(reads[split]))
     for _ in range(n // 4 - 1):

@@ -1,4 +1,5 @@
 """The `synthetic_affect` builder: contract, determinism, and a label that needs aligned cues."""
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -59,7 +60,10 @@ def test_rebuild_gives_identical_data(examples, tmp_path):
       for key in ('text', 'audio', 'vision'):
         np.testing.assert_array_equal(ex[key], other[key])
       assert (ex['regression'], ex['label'], ex['raw_text']) == (
-          other['regression'], other['label'], other['raw_text'])
+        other['regression'],
+        other['label'],
+        other['raw_text'],
+      )
 
 
 def test_label_needs_aligned_audio_and_vision(examples):
@@ -86,7 +90,8 @@ def test_sync_codes_recover_the_lag(lag):
     stream[start:end] += code
   found = sa.estimate_lag(codes, stream)
   np.testing.assert_array_equal(
-      np.clip(sa.word_edges(num_words, num_frames, found), 0, num_frames), edges)
+    np.clip(sa.word_edges(num_words, num_frames, found), 0, num_frames), edges
+  )
 
 
 def test_word_edges_tile_the_stream():

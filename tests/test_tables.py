@@ -10,9 +10,9 @@ import pytest
 from fasca_jax import tables
 
 PER_SEED = {  # seed -> split -> metric -> value, as in each seed's results.json.
-    1111: {'test': {'loss': 0.50, 'Has0_acc_2': 0.70, 'MAE': 0.80}},
-    1112: {'test': {'loss': 0.60, 'Has0_acc_2': 0.72, 'MAE': 0.70}},
-    1113: {'test': {'loss': 0.70, 'Has0_acc_2': 0.74, 'MAE': 0.90}},
+  1111: {'test': {'loss': 0.50, 'Has0_acc_2': 0.70, 'MAE': 0.80}},
+  1112: {'test': {'loss': 0.60, 'Has0_acc_2': 0.72, 'MAE': 0.70}},
+  1113: {'test': {'loss': 0.70, 'Has0_acc_2': 0.74, 'MAE': 0.90}},
 }
 
 
@@ -58,13 +58,16 @@ def test_markdown_and_csv_files(tmp_path):
 
 
 def test_table_lists_params_and_every_test_metric():
-  table = {'full': {'params': 12345, 'test': {'loss': 0.5, 'MAE': 0.25}},
-           'no_fusion': {'params': 999, 'test': {'loss': 0.75}}}
+  table = {
+    'full': {'params': 12345, 'test': {'loss': 0.5, 'MAE': 0.25}},
+    'no_fusion': {'params': 999, 'test': {'loss': 0.75}},
+  }
   assert tables.ablation_markdown(table).splitlines() == [
-      '| variant | params | test loss | test MAE |',
-      '|---|---:|---:|---:|',
-      '| full | 12,345 | 0.5000 | 0.2500 |',
-      '| no_fusion | 999 | 0.7500 | - |']
+    '| variant | params | test loss | test MAE |',
+    '|---|---:|---:|---:|',
+    '| full | 12,345 | 0.5000 | 0.2500 |',
+    '| no_fusion | 999 | 0.7500 | - |',
+  ]
 
 
 def test_ablation_files(tmp_path):

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip(
-    'torch', reason='PyTorch is not installed (pip install -r requirements-bench.txt)')
+  'torch', reason='PyTorch is not installed (pip install -r requirements-bench.txt)'
+)
 
-from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
-from configs import default  # pylint: disable=g-import-not-at-top
-from fasca_jax import steps  # pylint: disable=g-import-not-at-top
-from fasca_jax import tasks  # pylint: disable=g-import-not-at-top
-from fasca_jax.models import fasca_net  # pylint: disable=g-import-not-at-top
+from benchmarks import torch_reference  # noqa: E402
+from configs import default  # noqa: E402
+from fasca_jax import steps  # noqa: E402
+from fasca_jax import tasks  # noqa: E402
+from fasca_jax.models import fasca_net  # noqa: E402
 
 BATCH = 4
 OUTPUT_ATOL = 1e-4
@@ -31,8 +32,18 @@ def tiny_config(task='regression', num_classes=1, deform_method='auto'):
   config = default.get_config()
   config.dims.update({'text': 12, 'audio': 5, 'vision': 7})
   config.max_len.update({'text': 6, 'audio': 15, 'vision': 9})
-  config.model.update(d_model=8, num_heads=2, ffn_mult=2, d_align=4, bfa_heads=2, num_bfa=2,
-                      head_hidden=8, dropout=0.0, deform_method=deform_method, aux_heads=True)
+  config.model.update(
+    d_model=8,
+    num_heads=2,
+    ffn_mult=2,
+    d_align=4,
+    bfa_heads=2,
+    num_bfa=2,
+    head_hidden=8,
+    dropout=0.0,
+    deform_method=deform_method,
+    aux_heads=True,
+  )
   config.task, config.num_classes = task, num_classes
   config.target_key = 'label' if task != 'regression' else 'regression'
   return config
@@ -48,8 +59,11 @@ def make_batch(config, seed=0):
     batch[m] = rng.normal(size=(BATCH, t, config.dims[m])).astype(np.float32)
     batch[f'{m}_mask'] = np.arange(t)[None, :] < lengths[:, None]
   batch['regression'] = rng.uniform(-3, 3, BATCH).astype(np.float32)
-  batch['label'] = (rng.integers(0, 2, (BATCH, 4)) if config.task == 'iemocap'
-                    else rng.integers(0, config.num_classes, BATCH)).astype(np.int32)
+  batch['label'] = (
+    rng.integers(0, 2, (BATCH, 4))
+    if config.task == 'iemocap'
+    else rng.integers(0, config.num_classes, BATCH)
+  ).astype(np.int32)
   return batch
 
 
@@ -81,13 +95,20 @@ def torch_batch(batch):
 
 def jax_loss(config, params, batch):
   """The training loss of train_lib (steps.loss_fn), without dropout."""
-  return steps.loss_fn(fasca_net.build(config), tasks.from_config(config), config, params, batch,
-                       None, False)[0]
+  return steps.loss_fn(
+    fasca_net.build(config), tasks.from_config(config), config, params, batch, None, False
+  )[0]
 
 
-@pytest.mark.parametrize('task,num_classes,deform_method', [
-    ('regression', 1, 'gather'), ('regression', 1, 'interp'), ('classification', 3, 'auto'),
-    ('iemocap', 1, 'auto')])
+@pytest.mark.parametrize(
+  'task,num_classes,deform_method',
+  [
+    ('regression', 1, 'gather'),
+    ('regression', 1, 'interp'),
+    ('classification', 3, 'auto'),
+    ('iemocap', 1, 'auto'),
+  ],
+)
 def test_outputs_match(task, num_classes, deform_method):
   """Main and auxiliary heads, and FAR's offsets and tap masks (train=False, i.e. no dropout)."""
   config = tiny_config(task, num_classes, deform_method)
@@ -98,17 +119,25 @@ def test_outputs_match(task, num_classes, deform_method):
   offsets = np.asarray(inter['audio_far']['offsets'])
   assert np.abs(offsets - np.round(offsets)).max() > 0.1  # sampling really is fractional.
   with torch.no_grad():
-    expected, expected_inter = torch_model(config, params)(*steps.model_inputs(config, torch_batch(batch)))
+    expected, expected_inter = torch_model(config, params)(
+      *steps.model_inputs(config, torch_batch(batch))
+    )
   assert sorted(outputs) == sorted(expected) == ['aux_audio', 'aux_text', 'aux_vision', 'main']
   for name, y in outputs.items():
     assert y.shape == expected[name].shape, name
-    np.testing.assert_allclose(np.asarray(y), expected[name].numpy(), rtol=0, atol=OUTPUT_ATOL,
-                               err_msg=name)
+    np.testing.assert_allclose(
+      np.asarray(y), expected[name].numpy(), rtol=0, atol=OUTPUT_ATOL, err_msg=name
+    )
   assert sorted(expected_inter) == ['audio_far', 'vision_far']
   for pair, far in expected_inter.items():
     for name, value in far.items():  # Flax (B, 1, T, .) vs torch (B, T, .).
-      np.testing.assert_allclose(np.asarray(inter[pair][name])[:, 0], value.numpy(), rtol=0,
-                                 atol=OUTPUT_ATOL, err_msg=f'{pair}/{name}')
+      np.testing.assert_allclose(
+        np.asarray(inter[pair][name])[:, 0],
+        value.numpy(),
+        rtol=0,
+        atol=OUTPUT_ATOL,
+        err_msg=f'{pair}/{name}',
+      )
 
 
 @pytest.mark.parametrize('task,num_classes', TASKS)
@@ -158,8 +187,9 @@ def test_optimizer_steps_match():
     sched.step()
   expected = torch_reference.flax_to_torch(model, params)
   for name, p in model.named_parameters():
-    np.testing.assert_allclose(p.detach().numpy(), expected[name].numpy(), rtol=1e-5, atol=1e-6,
-                               err_msg=name)
+    np.testing.assert_allclose(
+      p.detach().numpy(), expected[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name
+    )
 
 
 def test_load_rejects_a_different_architecture():

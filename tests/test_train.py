@@ -56,8 +56,13 @@ def _jitted(config, total_steps, steps_per_epoch):
 
 def _first_batch(config):
   dataset = input_pipeline.open_dataset(config)
-  return next(iter(input_pipeline.make_batches(
-      dataset, 'train', train=True, global_batch_size=config.batch_size, seed=0)))
+  return next(
+    iter(
+      input_pipeline.make_batches(
+        dataset, 'train', train=True, global_batch_size=config.batch_size, seed=0
+      )
+    )
+  )
 
 
 def test_train_and_evaluate_writes_results_metrics_and_checkpoints(trained):
@@ -73,8 +78,9 @@ def test_train_and_evaluate_writes_results_metrics_and_checkpoints(trained):
   assert rows[0]['kind'] == 'hparams' and rows[0]['config']['dataset']['config'] == 'tiny'
   steps_per_epoch = input_pipeline.open_dataset(config).steps_per_epoch(config.batch_size)
   valid_rows = [r for r in rows if r['kind'] == 'valid']
-  assert [r['step'] for r in valid_rows] == [steps_per_epoch * (e + 1)
-                                             for e in range(config.num_epochs)]
+  assert [r['step'] for r in valid_rows] == [
+    steps_per_epoch * (e + 1) for e in range(config.num_epochs)
+  ]
   train_rows = [r for r in rows if r['kind'] == 'train']
   assert train_rows and all(r['samples_per_s'] > 0 for r in train_rows)
   state, _ = _latest_of(workdir, config)
@@ -134,8 +140,9 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_checkpoint(data_dir, tmp_
   good_step = int(good.step)
 
   original = tasks.Regression.per_example_loss
-  monkeypatch.setattr(tasks.Regression, 'per_example_loss',
-                      lambda task, y, target: original(task, y, target) * np.nan)
+  monkeypatch.setattr(
+    tasks.Regression, 'per_example_loss', lambda task, y, target: original(task, y, target) * np.nan
+  )
   with pytest.raises(train_lib.NonFiniteLossError, match=f'non-finite loss at step {good_step}'):
     train_lib.train_and_evaluate(tiny_config(data_dir, num_epochs=2), workdir)
   after, _ = _latest_of(workdir, config)
@@ -158,10 +165,21 @@ def test_skip_nonfinite_counts_and_skips_updates(data_dir):
 
 def test_unknown_config_key_fails_loudly(tmp_path):
   proc = subprocess.run(
-      [sys.executable, 'train.py', '--config=configs/synthetic.py:tiny',
-       f'--workdir={tmp_path}', '--config.optimizer.learning_rate=1e-3'],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      'train.py',
+      '--config=configs/synthetic.py:tiny',
+      f'--workdir={tmp_path}',
+      '--config.optimizer.learning_rate=1e-3',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 2
-  assert ("error: --config.optimizer.learning_rate: the config has no field 'learning_rate'"
-          in proc.stderr)
+  assert (
+    "error: --config.optimizer.learning_rate: the config has no field 'learning_rate'"
+    in proc.stderr
+  )
   assert 'Traceback' not in proc.stderr

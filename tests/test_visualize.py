@@ -39,9 +39,13 @@ def test_sampling_positions_match_the_deformable_conv(dilation):
     kernel = np.zeros((kh, kw, 2, 2), np.float32)
     kernel[k // kw, k % kw] = np.eye(2)
     out = deform_conv.deform_conv2d(
-        jnp.asarray(x[None, None]), jnp.asarray(offsets[None, None]), jnp.asarray(mask[None, None]),
-        jnp.asarray(kernel), padding=(dilation * (kh - 1) // 2, dilation * (kw - 1) // 2),
-        dilation=dilation)[0, 0]  # (T, 2)
+      jnp.asarray(x[None, None]),
+      jnp.asarray(offsets[None, None]),
+      jnp.asarray(mask[None, None]),
+      jnp.asarray(kernel),
+      padding=(dilation * (kh - 1) // 2, dilation * (kw - 1) // 2),
+      dilation=dilation,
+    )[0, 0]  # (T, 2)
     ok = inside[:, k]
     np.testing.assert_allclose(out[ok, 1], weights[ok, k], atol=1e-5)
     np.testing.assert_allclose(out[ok, 0], weights[ok, k] * positions[ok, k], atol=1e-4)
@@ -68,9 +72,16 @@ def run_dir(tmp_path_factory):
 def test_plots_of_one_example(run_dir):
   paths = alignment_plots.write_plots(run_dir, 'test_00003', split='test')
   out = os.path.join(run_dir, 'alignment', 'test_00003')
-  assert sorted(paths) == sorted(os.path.join(out, name) for name in (
-      'audio_sampling.png', 'vision_sampling.png', 'cross_attention_text.png',
-      'cross_attention_audio.png', 'cross_attention_vision.png'))
+  assert sorted(paths) == sorted(
+    os.path.join(out, name)
+    for name in (
+      'audio_sampling.png',
+      'vision_sampling.png',
+      'cross_attention_text.png',
+      'cross_attention_audio.png',
+      'cross_attention_vision.png',
+    )
+  )
   for path in paths:
     _assert_png(path)
   batch = restored_run.RestoredRun(run_dir).find('test', 'test_00003')
@@ -83,12 +94,19 @@ def test_plots_of_one_example(run_dir):
 
 def test_unknown_id_names_split_and_valid_ids(run_dir):
   result = subprocess.run(
-      [sys.executable, 'visualize.py', f'--workdir={run_dir}', '--id=nope', '--split=valid'],
-      cwd=REPO, capture_output=True, text=True, check=False)
+    [sys.executable, 'visualize.py', f'--workdir={run_dir}', '--id=nope', '--split=valid'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert result.returncode == 1
-  assert ("id 'nope' not found in split 'valid' of synthetic_affect/tiny"
-          in result.stderr), result.stderr
+  assert "id 'nope' not found in split 'valid' of synthetic_affect/tiny" in result.stderr, (
+    result.stderr
+  )
   listed = re.search(r'\(32 examples\); e\.g\. (.*)$', result.stderr).group(1).split(', ')
-  valid_ids = {r['id'].decode() for r in input_pipeline.get_builder(
-      config_io.load(run_dir)).as_data_source('validation')}
+  valid_ids = {
+    r['id'].decode()
+    for r in input_pipeline.get_builder(config_io.load(run_dir)).as_data_source('validation')
+  }
   assert len(listed) == 5 and set(listed) <= valid_ids

@@ -28,8 +28,14 @@ SEEDS = (1111, 1112, 1113)
 
 
 def _run(script, *args, env=None, cwd=REPO):
-  proc = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=900, env=env)
+  proc = subprocess.run(
+    [sys.executable, os.path.join(REPO, script), *args],
+    cwd=cwd,
+    capture_output=True,
+    text=True,
+    timeout=900,
+    env=env,
+  )
   assert proc.returncode == 0, proc.stderr[-5000:]
   return proc
 
@@ -39,9 +45,14 @@ def sweep_dir(tmp_path_factory):
   """The acceptance command: three tiny seeds into one workdir (compile logging on)."""
   data_dir, workdir = tmp_path_factory.mktemp('tfds'), tmp_path_factory.mktemp('sweep')
   env = dict(os.environ, JAX_LOG_COMPILES='1')
-  proc = _run('train.py', '--config=configs/synthetic.py:tiny', f'--workdir={workdir}',
-              f'--config.data_dir={data_dir}', '--config.seeds=' + ','.join(map(str, SEEDS)),
-              env=env)
+  proc = _run(
+    'train.py',
+    '--config=configs/synthetic.py:tiny',
+    f'--workdir={workdir}',
+    f'--config.data_dir={data_dir}',
+    '--config.seeds=' + ','.join(map(str, SEEDS)),
+    env=env,
+  )
   return str(workdir), str(data_dir), proc
 
 
@@ -86,8 +97,13 @@ def test_rerun_skips_finished_seeds(sweep_dir):
   workdir, data_dir, _ = sweep_dir
   logs = {s: open(os.path.join(workdir, f'seed_{s}', 'metrics.jsonl')).read() for s in SEEDS}
   summary_md = open(os.path.join(workdir, 'summary.md')).read()
-  proc = _run('train.py', '--config=configs/synthetic.py:tiny', f'--workdir={workdir}',
-              f'--config.data_dir={data_dir}', '--config.seeds=' + ','.join(map(str, SEEDS)))
+  proc = _run(
+    'train.py',
+    '--config=configs/synthetic.py:tiny',
+    f'--workdir={workdir}',
+    f'--config.data_dir={data_dir}',
+    '--config.seeds=' + ','.join(map(str, SEEDS)),
+  )
   assert proc.stderr.count('finished in') == 3
   for seed in SEEDS:  # nothing trained or evaluated again.
     assert open(os.path.join(workdir, f'seed_{seed}', 'metrics.jsonl')).read() == logs[seed]
@@ -97,8 +113,7 @@ def test_rerun_skips_finished_seeds(sweep_dir):
 def test_resuming_with_another_seed_is_a_clear_error(sweep_dir):
   workdir, data_dir, _ = sweep_dir
   with pytest.raises(ValueError, match=r'holds a run with seed 1111 but config.seed=7'):
-    train_lib.train_and_evaluate(_tiny_config(data_dir, seed=7),
-                                 os.path.join(workdir, 'seed_1111'))
+    train_lib.train_and_evaluate(_tiny_config(data_dir, seed=7), os.path.join(workdir, 'seed_1111'))
 
 
 def test_shared_steps_must_come_from_the_same_config(sweep_dir, tmp_path):
@@ -132,11 +147,11 @@ def read_events(path):
     data = f.read()
   events, pos = [], 0
   while pos < len(data):
-    header = data[pos:pos + 8]
+    header = data[pos : pos + 8]
     (length,) = struct.unpack('<Q', header)
-    (header_crc,) = struct.unpack('<I', data[pos + 8:pos + 12])
-    payload = data[pos + 12:pos + 12 + length]
-    (payload_crc,) = struct.unpack('<I', data[pos + 12 + length:pos + 16 + length])
+    (header_crc,) = struct.unpack('<I', data[pos + 8 : pos + 12])
+    payload = data[pos + 12 : pos + 12 + length]
+    (payload_crc,) = struct.unpack('<I', data[pos + 12 + length : pos + 16 + length])
     assert header_crc == _masked_crc(header) and payload_crc == _masked_crc(payload)
     events.append(event_pb2.Event.FromString(payload))
     pos += 16 + length
@@ -149,8 +164,12 @@ def test_tensorboard_events_hold_the_logged_scalars_and_hparams(sweep_dir):
   assert len(files) == 1
   events = read_events(os.path.join(run_dir, files[0]))
   assert events[0].file_version == 'brain.Event:2'
-  scalars = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value
-             if v.HasField('simple_value')}
+  scalars = {
+    (e.step, v.tag): v.simple_value
+    for e in events
+    for v in e.summary.value
+    if v.HasField('simple_value')
+  }
   rows = curves.read_metrics(os.path.join(run_dir, 'metrics.jsonl'))
   for kind in ('train', 'valid', 'test'):
     assert rows[kind]
@@ -160,13 +179,18 @@ def test_tensorboard_events_hold_the_logged_scalars_and_hparams(sweep_dir):
           assert scalars[(row['step'], f'{kind}/{key}')] == np.float32(value), (kind, key)
   step0 = {v.tag: v for e in events if e.step == 0 for v in e.summary.value}
   start = plugin_hparams_pb2.HParamsPluginData.FromString(
-      step0['_hparams_/session_start_info'].metadata.plugin_data.content).session_start_info
+    step0['_hparams_/session_start_info'].metadata.plugin_data.content
+  ).session_start_info
   assert start.hparams['seed'].number_value == 1112
   assert start.hparams['dataset.config'].string_value == 'tiny'
   experiment = plugin_hparams_pb2.HParamsPluginData.FromString(
-      step0['_hparams_/experiment'].metadata.plugin_data.content).experiment
+    step0['_hparams_/experiment'].metadata.plugin_data.content
+  ).experiment
   assert [m.name.tag for m in experiment.metric_infos] == [
-      'valid/loss', 'test/Has0_acc_2', 'test/Has0_F1_score']
+    'valid/loss',
+    'test/Has0_acc_2',
+    'test/Has0_F1_score',
+  ]
   config_text = step0['config/text_summary'].tensor.string_val[0].decode()
   assert json.loads(config_text.strip('`\n'))['seed'] == 1112
 
@@ -186,19 +210,22 @@ def test_curves_png_written_for_every_seed(sweep_dir):
 
 
 def test_curves_of_a_resumed_classification_run(tmp_path):
-  rows = [{'step': 0, 'kind': 'hparams', 'config': {}},
-          {'step': 5, 'kind': 'train', 'loss': 2.0},
-          {'step': 10, 'kind': 'valid', 'loss': 1.5, 'Acc': 0.3, 'F1_weighted': 0.2},
-          {'step': 12, 'kind': 'train', 'loss': 'nan'},  # lost to preemption, repeated below.
-          {'step': 12, 'kind': 'train', 'loss': 1.0},
-          {'step': 20, 'kind': 'valid', 'loss': 1.2, 'Acc': 0.4, 'F1_weighted': 0.35},
-          {'step': 20, 'kind': 'test', 'loss': 1.3, 'Acc': 0.38, 'F1_weighted': 0.33}]
+  rows = [
+    {'step': 0, 'kind': 'hparams', 'config': {}},
+    {'step': 5, 'kind': 'train', 'loss': 2.0},
+    {'step': 10, 'kind': 'valid', 'loss': 1.5, 'Acc': 0.3, 'F1_weighted': 0.2},
+    {'step': 12, 'kind': 'train', 'loss': 'nan'},  # lost to preemption, repeated below.
+    {'step': 12, 'kind': 'train', 'loss': 1.0},
+    {'step': 20, 'kind': 'valid', 'loss': 1.2, 'Acc': 0.4, 'F1_weighted': 0.35},
+    {'step': 20, 'kind': 'test', 'loss': 1.3, 'Acc': 0.38, 'F1_weighted': 0.33},
+  ]
   path = tmp_path / 'metrics.jsonl'
   path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
   read = curves.read_metrics(str(path))
   assert [(r['step'], r['loss']) for r in read['train']] == [(5, 2.0), (12, 1.0)]
-  curves.plot(str(path), str(tmp_path / 'curves.png'), tasks.Classification.key_metrics,
-              steps_per_epoch=10)
+  curves.plot(
+    str(path), str(tmp_path / 'curves.png'), tasks.Classification.key_metrics, steps_per_epoch=10
+  )
   assert _png_size(tmp_path / 'curves.png') == (1000, 400)
   with pytest.raises(ValueError, match=r"unknown task 'ranking'"):
     tasks.get_task('ranking')
@@ -210,9 +237,16 @@ def test_eval_predictions_round_trip(sweep_dir, tmp_path):
   run_dir = os.path.join(workdir, 'seed_1113')
   with open(os.path.join(run_dir, 'results.json')) as f:
     trained = json.load(f)
-  _run('eval.py', f'--config={REPO}/configs/synthetic.py:tiny', f'--workdir={run_dir}',
-       f'--config.data_dir={data_dir}', '--split=valid', '--split=test',
-       '--predictions=preds/pred.jsonl', cwd=tmp_path)
+  _run(
+    'eval.py',
+    f'--config={REPO}/configs/synthetic.py:tiny',
+    f'--workdir={run_dir}',
+    f'--config.data_dir={data_dir}',
+    '--split=valid',
+    '--split=test',
+    '--predictions=preds/pred.jsonl',
+    cwd=tmp_path,
+  )
   rows = evaluation.read_predictions(str(tmp_path / 'preds' / 'pred.jsonl'))  # cwd-relative
   config = _tiny_config(data_dir)
   for split, tfds_split in (('valid', 'validation'), ('test', 'test')):
@@ -220,13 +254,20 @@ def test_eval_predictions_round_trip(sweep_dir, tmp_path):
     ids = [r['id'] for r in split_rows]
     stored = []
     for batch in input_pipeline.make_batches(
-        input_pipeline.open_dataset(config), tfds_split, train=False, global_batch_size=16,
-        seed=0, process_index=0, process_count=1):
+      input_pipeline.open_dataset(config),
+      tfds_split,
+      train=False,
+      global_batch_size=16,
+      seed=0,
+      process_index=0,
+      process_count=1,
+    ):
       stored += [i for i, v in zip(batch['id'], batch['valid']) if v]
     assert ids == stored  # every example once, in dataset order.
     assert set(split_rows[0]) == {'id', 'split', 'prediction', 'label'}
-    recomputed = metrics.sentiment_metrics([r['prediction'] for r in split_rows],
-                                           [r['label'] for r in split_rows])
+    recomputed = metrics.sentiment_metrics(
+      [r['prediction'] for r in split_rows], [r['label'] for r in split_rows]
+    )
     expected = {k: v for k, v in trained[split].items() if k != 'loss'}
     assert recomputed == pytest.approx(expected, rel=0, abs=0, nan_ok=True)  # exactly.
 
@@ -234,19 +275,37 @@ def test_eval_predictions_round_trip(sweep_dir, tmp_path):
 def test_prediction_rows_for_classification_and_iemocap():
   probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]], np.float32)
   classification = tasks.get_task('classification', 3)
-  rows = list(evaluation.prediction_rows(classification, 'test', {
-      'id': np.array(['a', 'b']), 'output': probs, 'target': np.array([1, 2], np.int32)}))
-  assert rows[0] == {'id': 'a', 'split': 'test', 'prediction': 1, 'label': 1,
-                     'probabilities': [float(p) for p in probs[0]]}
+  rows = list(
+    evaluation.prediction_rows(
+      classification,
+      'test',
+      {'id': np.array(['a', 'b']), 'output': probs, 'target': np.array([1, 2], np.int32)},
+    )
+  )
+  assert rows[0] == {
+    'id': 'a',
+    'split': 'test',
+    'prediction': 1,
+    'label': 1,
+    'probabilities': [float(p) for p in probs[0]],
+  }
   assert [r['prediction'] for r in rows] == [1, 0]
   back = [json.loads(json.dumps(r)) for r in rows]
   np.testing.assert_array_equal(np.array([r['probabilities'] for r in back], np.float32), probs)
 
   iemocap = np.array([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]], np.float32)
-  (row,) = evaluation.prediction_rows(tasks.get_task('iemocap', 2), 'valid', {
-      'id': np.array(['x']), 'output': iemocap, 'target': np.array([[0, 1, 1, 1]])})
+  (row,) = evaluation.prediction_rows(
+    tasks.get_task('iemocap', 2),
+    'valid',
+    {'id': np.array(['x']), 'output': iemocap, 'target': np.array([[0, 1, 1, 1]])},
+  )
   assert row['prediction'] == [0, 1, 0, 1] and row['label'] == [0, 1, 1, 1]
   assert np.array(row['probabilities']).shape == (4, 2)
   with pytest.raises(ValueError, match=r"split 'test': 2 ids, 1 outputs"):
-    list(evaluation.prediction_rows(classification, 'test', {
-        'id': np.array(['a', 'b']), 'output': probs[:1], 'target': np.array([1])}))
+    list(
+      evaluation.prediction_rows(
+        classification,
+        'test',
+        {'id': np.array(['a', 'b']), 'output': probs[:1], 'target': np.array([1])},
+      )
+    )

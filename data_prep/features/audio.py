@@ -17,6 +17,7 @@ Columns (`AUDIO_COLUMNS`, AUDIO_DIM = 46), all in their natural units (no normal
   44     flatness          spectral flatness in [0, 1] (1 = noise-like, 0 = tonal)
   45     zcr               zero-crossing rate per sample in [0, 1]
 """
+
 import os
 
 import av
@@ -35,10 +36,10 @@ PITCH_FRAME_LENGTH = 1024  # 64 ms: YIN needs two periods of the lowest pitch in
 PITCH_FMIN, PITCH_FMAX = 50.0, 600.0
 
 AUDIO_COLUMNS = (
-    tuple(f'mfcc_{i}' for i in range(N_MFCC))
-    + tuple(f'd_mfcc_{i}' for i in range(N_MFCC))
-    + tuple(f'dd_mfcc_{i}' for i in range(N_MFCC))
-    + ('pitch_hz', 'rms', 'centroid_hz', 'bandwidth_hz', 'rolloff_hz', 'flatness', 'zcr')
+  tuple(f'mfcc_{i}' for i in range(N_MFCC))
+  + tuple(f'd_mfcc_{i}' for i in range(N_MFCC))
+  + tuple(f'dd_mfcc_{i}' for i in range(N_MFCC))
+  + ('pitch_hz', 'rms', 'centroid_hz', 'bandwidth_hz', 'rolloff_hz', 'flatness', 'zcr')
 )
 AUDIO_DIM = len(AUDIO_COLUMNS)
 
@@ -77,17 +78,23 @@ def frame_features(y: np.ndarray) -> np.ndarray:
   mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=N_MFCC)  # (13, T)
   frame = dict(frame_length=WIN_LENGTH, hop_length=HOP_LENGTH)
   rows = [
-      mfcc,
-      librosa.feature.delta(mfcc, order=1, mode='nearest'),
-      librosa.feature.delta(mfcc, order=2, mode='nearest'),
-      librosa.yin(y, fmin=PITCH_FMIN, fmax=PITCH_FMAX, sr=SAMPLE_RATE,
-                  frame_length=PITCH_FRAME_LENGTH, hop_length=HOP_LENGTH)[None],
-      librosa.feature.rms(y=y, **frame),
-      librosa.feature.spectral_centroid(S=spec, sr=SAMPLE_RATE, n_fft=N_FFT),
-      librosa.feature.spectral_bandwidth(S=spec, sr=SAMPLE_RATE, n_fft=N_FFT),
-      librosa.feature.spectral_rolloff(S=spec, sr=SAMPLE_RATE, n_fft=N_FFT),
-      librosa.feature.spectral_flatness(S=spec),
-      librosa.feature.zero_crossing_rate(y, **frame),
+    mfcc,
+    librosa.feature.delta(mfcc, order=1, mode='nearest'),
+    librosa.feature.delta(mfcc, order=2, mode='nearest'),
+    librosa.yin(
+      y,
+      fmin=PITCH_FMIN,
+      fmax=PITCH_FMAX,
+      sr=SAMPLE_RATE,
+      frame_length=PITCH_FRAME_LENGTH,
+      hop_length=HOP_LENGTH,
+    )[None],
+    librosa.feature.rms(y=y, **frame),
+    librosa.feature.spectral_centroid(S=spec, sr=SAMPLE_RATE, n_fft=N_FFT),
+    librosa.feature.spectral_bandwidth(S=spec, sr=SAMPLE_RATE, n_fft=N_FFT),
+    librosa.feature.spectral_rolloff(S=spec, sr=SAMPLE_RATE, n_fft=N_FFT),
+    librosa.feature.spectral_flatness(S=spec),
+    librosa.feature.zero_crossing_rate(y, **frame),
   ]
   return np.concatenate(rows, axis=0).T.astype(np.float32)  # (T, AUDIO_DIM)
 

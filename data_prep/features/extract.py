@@ -8,6 +8,7 @@ both: `<features_dir>/<modality>/<clip_id>.npy` is used as is for that modality 
 CLI (one clip per media file directly inside --input_dir; clip id = file name without extension):
   python -m data_prep.features.extract --input_dir=clips/ --cache_dir=cache/ --num_workers=8
 """
+
 import concurrent.futures
 import dataclasses
 import json
@@ -38,6 +39,7 @@ class ExtractReport:
     overridden: clips with a user-provided .npy (not extracted, not cached).
     skipped: clip id -> reason (missing file, unreadable media, bad override, ...).
   """
+
   extracted: dict[str, int]
   cached: dict[str, int]
   overridden: dict[str, int]
@@ -55,8 +57,9 @@ def cache_path(cache_dir: PathLike, modality: str, clip_id: str) -> pathlib.Path
   return pathlib.Path(cache_dir) / modality / f'{clip_id}.npy'
 
 
-def override_path(features_dir: PathLike | None, modality: str,
-                  clip_id: str) -> pathlib.Path | None:
+def override_path(
+  features_dir: PathLike | None, modality: str, clip_id: str
+) -> pathlib.Path | None:
   """`<features_dir>/<modality>/<clip_id>.npy` if that file exists, else None."""
   if features_dir is None:
     return None
@@ -75,8 +78,9 @@ def load_npy_features(path: PathLike) -> np.ndarray:
   return array.astype(np.float32, copy=False)
 
 
-def load_features(cache_dir: PathLike, features_dir: PathLike | None, modality: str,
-                  clip_id: str) -> np.ndarray | None:
+def load_features(
+  cache_dir: PathLike, features_dir: PathLike | None, modality: str, clip_id: str
+) -> np.ndarray | None:
   """The (T, D) float32 features of a clip: the user override, else the cache, else None."""
   path = override_path(features_dir, modality, clip_id) or cache_path(cache_dir, modality, clip_id)
   return load_npy_features(path) if path.is_file() else None
@@ -103,8 +107,13 @@ def extract_one(modality: str, media_path: PathLike, out_path: pathlib.Path) -> 
   return None
 
 
-def _plan(clip_paths: Mapping[str, PathLike], cache_dir: PathLike, modalities: Sequence[str],
-          features_dir: PathLike | None, report: ExtractReport) -> list[tuple[str, str, PathLike]]:
+def _plan(
+  clip_paths: Mapping[str, PathLike],
+  cache_dir: PathLike,
+  modalities: Sequence[str],
+  features_dir: PathLike | None,
+  report: ExtractReport,
+) -> list[tuple[str, str, PathLike]]:
   """Fills the cached/overridden/skipped counts and returns the (modality, id, path) to extract."""
   todo = []
   for clip_id, media_path in clip_paths.items():
@@ -125,8 +134,9 @@ def _plan(clip_paths: Mapping[str, PathLike], cache_dir: PathLike, modalities: S
   return todo
 
 
-def _run(todo: list[tuple[str, str, PathLike]], cache_dir: PathLike,
-         num_workers: int) -> Iterable[tuple[str, str, str | None]]:
+def _run(
+  todo: list[tuple[str, str, PathLike]], cache_dir: PathLike, num_workers: int
+) -> Iterable[tuple[str, str, str | None]]:
   """Yields (modality, clip_id, skip reason or None) as extractions finish."""
   jobs = [(m, media, cache_path(cache_dir, m, clip_id)) for m, clip_id, media in todo]
   if num_workers == 0:
@@ -141,9 +151,13 @@ def _run(todo: list[tuple[str, str, PathLike]], cache_dir: PathLike,
       yield modality, clip_id, future.result()
 
 
-def extract_folder(clip_paths: Mapping[str, PathLike], out_cache_dir: PathLike,
-                   modalities: Sequence[str] = ('audio', 'vision'), num_workers: int = 0,
-                   features_dir: PathLike | None = None) -> ExtractReport:
+def extract_folder(
+  clip_paths: Mapping[str, PathLike],
+  out_cache_dir: PathLike,
+  modalities: Sequence[str] = ('audio', 'vision'),
+  num_workers: int = 0,
+  features_dir: PathLike | None = None,
+) -> ExtractReport:
   """Extracts every (clip, modality) not yet cached nor overridden.
 
   Args:
@@ -173,15 +187,17 @@ def extract_folder(clip_paths: Mapping[str, PathLike], out_cache_dir: PathLike,
   return report
 
 
-def scan_folder(input_dir: PathLike,
-                extensions: Sequence[str] = MEDIA_EXTENSIONS) -> dict[str, pathlib.Path]:
+def scan_folder(
+  input_dir: PathLike, extensions: Sequence[str] = MEDIA_EXTENSIONS
+) -> dict[str, pathlib.Path]:
   """Media files directly inside `input_dir`, keyed by clip id (file name without extension)."""
   clips = {}
   for path in sorted(pathlib.Path(input_dir).iterdir()):
     if path.is_file() and path.suffix.lower().lstrip('.') in extensions:
       if path.stem in clips:
         raise ValueError(
-            f'Two files share the clip id {path.stem!r}: {clips[path.stem]} and {path}')
+          f'Two files share the clip id {path.stem!r}: {clips[path.stem]} and {path}'
+        )
       clips[path.stem] = path
   return clips
 
@@ -192,12 +208,14 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """Defines the CLI flags; only called when run as a script, so importing claims no flag names."""
   flags.DEFINE_string('input_dir', None, 'Folder of media clips.', required=True)
-  flags.DEFINE_string('cache_dir', None, 'Output: <cache_dir>/<modality>/<clip_id>.npy.',
-                      required=True)
+  flags.DEFINE_string(
+    'cache_dir', None, 'Output: <cache_dir>/<modality>/<clip_id>.npy.', required=True
+  )
   flags.DEFINE_integer('num_workers', os.cpu_count(), 'Worker processes (0 = in-process).')
   flags.DEFINE_list('modalities', list(EXTRACTORS), 'Modalities to extract.')
-  flags.DEFINE_string('features_dir', None,
-                      'Optional user features <dir>/<modality>/<clip_id>.npy.')
+  flags.DEFINE_string(
+    'features_dir', None, 'Optional user features <dir>/<modality>/<clip_id>.npy.'
+  )
   flags.DEFINE_list('extensions', list(MEDIA_EXTENSIONS), 'Media file extensions to pick up.')
 
 
@@ -205,14 +223,17 @@ def main(argv: Sequence[str]) -> None:
   """Extracts a folder and writes `<cache_dir>/extract_report.json`."""
   del argv
   clips = scan_folder(FLAGS.input_dir, [e.lower().lstrip('.') for e in FLAGS.extensions])
-  report = extract_folder(clips, FLAGS.cache_dir, FLAGS.modalities, FLAGS.num_workers,
-                          FLAGS.features_dir)
+  report = extract_folder(
+    clips, FLAGS.cache_dir, FLAGS.modalities, FLAGS.num_workers, FLAGS.features_dir
+  )
   out = pathlib.Path(FLAGS.cache_dir) / 'extract_report.json'
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True))
   skipped = {m: len(s) for m, s in report.skipped.items()}
-  print(f'{len(clips)} clips: extracted {report.extracted}, cached {report.cached}, '
-        f'overridden {report.overridden}, skipped {skipped}; report in {out}')
+  print(
+    f'{len(clips)} clips: extracted {report.extracted}, cached {report.cached}, '
+    f'overridden {report.overridden}, skipped {skipped}; report in {out}'
+  )
 
 
 if __name__ == '__main__':

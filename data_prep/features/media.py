@@ -1,4 +1,5 @@
 """Opening media files with PyAV, with errors that always name the offending file."""
+
 import contextlib
 import os
 from collections.abc import Iterator
@@ -11,8 +12,9 @@ class MediaError(ValueError):
 
 
 @contextlib.contextmanager
-def open_stream(path: str | os.PathLike,
-                kind: str) -> Iterator[tuple[av.container.InputContainer, av.stream.Stream]]:
+def open_stream(
+  path: str | os.PathLike, kind: str
+) -> Iterator[tuple[av.container.InputContainer, av.stream.Stream]]:
   """Opens `path` and yields `(container, first stream of kind)`; kind is 'audio' or 'video'.
 
   Raises:

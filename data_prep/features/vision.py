@@ -15,6 +15,7 @@ Columns (`VISION_COLUMNS`, VISION_DIM = 27):
   25     gradient        mean luma gradient magnitude (texture / sharpness)
   26     motion          mean |luma_t - luma_(t-1)| between consecutive steps (0 at step 0)
 """
+
 import math
 import os
 
@@ -29,9 +30,9 @@ GRID = 4  # thumbnail grid: GRID x GRID luma block means
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 VISION_COLUMNS = (
-    tuple(f'thumb_{r}_{c}' for r in range(GRID) for c in range(GRID))
-    + tuple(f'{m}_{ch}' for m in ('mean', 'std', 'skew') for ch in 'rgb')
-    + ('gradient', 'motion')
+  tuple(f'thumb_{r}_{c}' for r in range(GRID) for c in range(GRID))
+  + tuple(f'{m}_{ch}' for m in ('mean', 'std', 'skew') for ch in 'rgb')
+  + ('gradient', 'motion')
 )
 VISION_DIM = len(VISION_COLUMNS)
 

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from fasca_jax.ops import deform_conv
 
 
-
 def _mask_map(x, mask):
   """Zeroes padded time steps of a map.  x: (B, 1, T, C), mask: (B, T) bool."""
   return x * mask[:, None, :, None].astype(x.dtype)
@@ -45,8 +44,10 @@ def resample_to(x, x_mask, ref_mask):
   frac = s - lo
   lo = lo.astype(jnp.int32)
   hi = jnp.minimum(lo + 1, jnp.maximum(lx - 1, 0)[:, None])
-  w = (jax.nn.one_hot(lo + 1, tx) * (1 - frac)[..., None]
-       + jax.nn.one_hot(hi + 1, tx) * frac[..., None])  # (B, Tr, Tx)
+  w = (
+    jax.nn.one_hot(lo + 1, tx) * (1 - frac)[..., None]
+    + jax.nn.one_hot(hi + 1, tx) * frac[..., None]
+  )  # (B, Tr, Tx)
   real = (u[None, :] >= 0) & (u[None, :] < lr[:, None]) & (lx[:, None] > 0)
   w = jnp.where(real[..., None], w, 0.0)
   w = w.at[:, 0, 0].set(1.0)
@@ -61,6 +62,7 @@ class DepthwiseTimeConv(nn.Module):
   computes their kernel gradient as a dense (C x C) convolution; written as shifts the op and its
   gradients are cheap elementwise work (see the Performance section of the README).
   """
+
   width: int = 3
   dtype: Dtype = jnp.float32
 
@@ -72,9 +74,10 @@ class DepthwiseTimeConv(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, (c,))
     kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
     left = (self.width - 1) // 2
-    padded = jnp.pad(x.astype(self.dtype),
-                     ((0, 0), (0, 0), (left, self.width - 1 - left), (0, 0)))  # (B, 1, T+w-1, C)
-    return sum(padded[:, :, j:j + t] * kernel[0, j, 0] for j in range(self.width)) + bias
+    padded = jnp.pad(
+      x.astype(self.dtype), ((0, 0), (0, 0), (left, self.width - 1 - left), (0, 0))
+    )  # (B, 1, T+w-1, C)
+    return sum(padded[:, :, j : j + t] * kernel[0, j, 0] for j in range(self.width)) + bias
 
 
 class ChannelAttention(nn.Module):
@@ -83,6 +86,7 @@ class ChannelAttention(nn.Module):
   Queries and keys are L2-normalised over time; the attention map is (C/N, C/N) per head, so the
   cost is linear in T.
   """
+
   num_heads: int
   dtype: Dtype = jnp.float32
 
@@ -106,6 +110,7 @@ class ChannelAttention(nn.Module):
 
 class GatedFFN(nn.Module):
   """Gated depthwise-conv feed-forward: GELU(a) * b after a 3-tap depthwise conv along time."""
+
   mult: int = 2
   dtype: Dtype = jnp.float32
 
@@ -121,20 +126,30 @@ class GatedFFN(nn.Module):
 
 class BFA(nn.Module):
   """Pre-LN block: channel attention + residual, gated FFN + residual (padding kept at zero)."""
+
   num_heads: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask):
     """x: (B, 1, T, C), mask: (B, T) -> (B, 1, T, C)."""
-    x = _mask_map(x + ChannelAttention(num_heads=self.num_heads, dtype=self.dtype, name='attn')(
-        nn.LayerNorm(dtype=self.dtype, name='ln_attn')(x)), mask)
-    return _mask_map(x + GatedFFN(dtype=self.dtype, name='ffn')(
-        nn.LayerNorm(dtype=self.dtype, name='ln_ffn')(x)), mask)
+    x = _mask_map(
+      x
+      + ChannelAttention(num_heads=self.num_heads, dtype=self.dtype, name='attn')(
+        nn.LayerNorm(dtype=self.dtype, name='ln_attn')(x)
+      ),
+      mask,
+    )
+    return _mask_map(
+      x + GatedFFN(dtype=self.dtype, name='ffn')(nn.LayerNorm(dtype=self.dtype, name='ln_ffn')(x)),
+      mask,
+    )
 
 
 class RBFE(nn.Module):
-  """Reference-based feature enrichment: BFA blocks, then dual residual fusion with the reference."""
+  """Reference-based feature enrichment: BFA blocks, then dual residual fusion with the
+  reference."""
+
   num_blocks: int
   num_heads: int
   dtype: Dtype = jnp.float32
@@ -158,6 +173,7 @@ class FAR(nn.Module):
   Offsets and mask logits are zero-initialised (DCNv2), so at initialisation the op is a plain
   convolution with every tap weighted 0.5.
   """
+
   kernel_size: Sequence[int] = (3, 3)
   dilation: int = 1
   bottleneck: int = 32
@@ -178,24 +194,35 @@ class FAR(nn.Module):
     """
     kh, kw = self.kernel_size
     k, c = kh * kw, x.shape[-1]
-    feat = nn.gelu(nn.Conv(self.bottleneck, (1, 3), dtype=self.dtype, name='bottleneck')(
-        jnp.concatenate([ref, x], -1)))
+    feat = nn.gelu(
+      nn.Conv(self.bottleneck, (1, 3), dtype=self.dtype, name='bottleneck')(
+        jnp.concatenate([ref, x], -1)
+      )
+    )
     zeros = nn.initializers.zeros
     offsets = nn.Conv(2 * k, (1, 3), kernel_init=zeros, dtype=self.dtype, name='offsets')(feat)
     tap_mask = jax.nn.sigmoid(
-        nn.Conv(k, (1, 3), kernel_init=zeros, dtype=self.dtype, name='mask')(feat))
+      nn.Conv(k, (1, 3), kernel_init=zeros, dtype=self.dtype, name='mask')(feat)
+    )
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (kh, kw, c, c))
     bias = self.param('bias', zeros, (c,))
     d = self.dilation
     aligned = deform_conv.deform_conv2d(
-        x, offsets, tap_mask, kernel.astype(self.dtype), bias.astype(self.dtype),
-        padding=(d * (kh - 1) // 2, d * (kw - 1) // 2), dilation=(d, d),
-        method=self.deform_method)
+      x,
+      offsets,
+      tap_mask,
+      kernel.astype(self.dtype),
+      bias.astype(self.dtype),
+      padding=(d * (kh - 1) // 2, d * (kw - 1) // 2),
+      dilation=(d, d),
+      method=self.deform_method,
+    )
     return _mask_map(aligned, mask), {'offsets': offsets, 'mask': tap_mask}
 
 
 class FGFA(nn.Module):
   """Aligns a partner stream to the text stream and pools the result at the CLS step."""
+
   d_align: int
   dilation: int
   kernel_size: Sequence[int] = (3, 3)
@@ -224,10 +251,17 @@ class FGFA(nn.Module):
     x = to_map(nn.Dense(self.d_align, dtype=self.dtype, name='proj_partner')(partner))
     ref, x = _mask_map(ref, text_mask), _mask_map(x, text_mask)
     fused = nn.Conv(self.d_align, (1, 1), dtype=self.dtype, name='fuse')(
-        jnp.concatenate([ref, x], -1))  # dual-branch fused map (B, 1, T, C)
-    aligned, inter = FAR(kernel_size=self.kernel_size, dilation=self.dilation,
-                         bottleneck=max(self.d_align // 2, 1), deform_method=self.deform_method,
-                         dtype=self.dtype, name='far')(ref, fused, text_mask)
-    out = RBFE(num_blocks=self.num_bfa, num_heads=self.bfa_heads, dtype=self.dtype,
-               name='rbfe')(ref, aligned, text_mask)
+      jnp.concatenate([ref, x], -1)
+    )  # dual-branch fused map (B, 1, T, C)
+    aligned, inter = FAR(
+      kernel_size=self.kernel_size,
+      dilation=self.dilation,
+      bottleneck=max(self.d_align // 2, 1),
+      deform_method=self.deform_method,
+      dtype=self.dtype,
+      name='far',
+    )(ref, fused, text_mask)
+    out = RBFE(num_blocks=self.num_bfa, num_heads=self.bfa_heads, dtype=self.dtype, name='rbfe')(
+      ref, aligned, text_mask
+    )
     return out[:, 0, 0, :], inter

@@ -20,6 +20,7 @@ class FascaNet(nn.Module):
   `modalities` fixes which streams are built, `align_pairs` which partners are aligned to text
   (only those present), `task` and `num_classes` the head (`fasca_jax.tasks`).
   """
+
   modalities: Sequence[str]
   task: str
   num_classes: int = 1
@@ -68,31 +69,44 @@ class FascaNet(nn.Module):
     for m in self.modalities:
       x = inputs[m].astype(self.dtype)
       cls = self.param(f'cls_{m}', nn.initializers.normal(0.02), (1, 1, x.shape[-1]))
-      xs[m] = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])).astype(
-          self.dtype), x], axis=1)  # (B, T_m + 1, D_m)
+      xs[m] = jnp.concatenate(
+        [jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])).astype(self.dtype), x], axis=1
+      )  # (B, T_m + 1, D_m)
       ms[m] = jnp.concatenate([jnp.ones_like(masks[m][:, :1]), masks[m]], axis=1)
     intermediates = {}
     if self.use_fusion:
       for i in range(self.num_fusion_layers):  # the last layer's weights are kept.
         xs, intermediates['cross_attention'] = fusion.TriModalFusion(
-            d_model=self.d_model, num_heads=self.num_heads, ffn_mult=self.ffn_mult,
-            dropout=self.dropout, attn_dropout=self.attn_dropout, dtype=self.dtype,
-            attention=self.attention, name=f'fusion_{i}')(xs, ms, train=train)
+          d_model=self.d_model,
+          num_heads=self.num_heads,
+          ffn_mult=self.ffn_mult,
+          dropout=self.dropout,
+          attn_dropout=self.attn_dropout,
+          dtype=self.dtype,
+          attention=self.attention,
+          name=f'fusion_{i}',
+        )(xs, ms, train=train)
     dilations = dict(self.dilations or {})
     pooled = []
     for p in self.pairs():
       ref = modalities_lib.REFERENCE
       out, far = alignment.FGFA(
-          d_align=self.d_align, dilation=dilations.get(p, 1),
-          kernel_size=tuple(self.far_kernel), num_bfa=self.num_bfa, bfa_heads=self.bfa_heads,
-          deform_method=self.deform_method, dtype=self.dtype, name=f'fgfa_{p}')(
-              xs[ref], ms[ref], xs[p], ms[p])
+        d_align=self.d_align,
+        dilation=dilations.get(p, 1),
+        kernel_size=tuple(self.far_kernel),
+        num_bfa=self.num_bfa,
+        bfa_heads=self.bfa_heads,
+        deform_method=self.deform_method,
+        dtype=self.dtype,
+        name=f'fgfa_{p}',
+      )(xs[ref], ms[ref], xs[p], ms[p])
       pooled.append(out)
       intermediates[f'{p}_far'] = far
     cls_vectors = [xs[m][:, 0] for m in self.modalities]
     task = tasks.get_task(self.task, self.num_classes)
-    head = lambda name: heads.TaskHead(task=task, hidden=self.head_hidden, dropout=self.dropout,
-                                       dtype=self.dtype, name=name)
+    head = lambda name: heads.TaskHead(
+      task=task, hidden=self.head_hidden, dropout=self.dropout, dtype=self.dtype, name=name
+    )
     outputs = {'main': head('head')(jnp.concatenate(pooled + cls_vectors, -1), train=train)}
     if self.aux_heads:
       for m in self.modalities:
@@ -108,6 +122,10 @@ def build(config) -> FascaNet:
   ml_collections, so the model also loads where only JAX and Flax are installed. A field absent
   from an older run's saved config (e.g. `model.attention`) takes the attribute's default.
   """
-  return FascaNet(**config.model.to_dict(), modalities=tuple(config.modalities),
-                  task=config.task, num_classes=config.num_classes,
-                  dtype=jnp.dtype(config.dtype))
+  return FascaNet(
+    **config.model.to_dict(),
+    modalities=tuple(config.modalities),
+    task=config.task,
+    num_classes=config.num_classes,
+    dtype=jnp.dtype(config.dtype),
+  )

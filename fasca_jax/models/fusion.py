@@ -9,9 +9,9 @@ import jax.numpy as jnp
 from fasca_jax.models import layers
 
 
-
 class AttentionBlock(nn.Module):
   """Post-LN transformer block: attention + residual + LN, then FFN + residual + LN."""
+
   num_heads: int
   ffn_mult: int = 4
   dropout: float = 0.0
@@ -24,11 +24,16 @@ class AttentionBlock(nn.Module):
     """q: (B, Tq, D), kv: (B, Tk, D), kv_mask: (B, Tk) -> (B, Tq, D), weights (B, N, Tq, Tk)."""
     drop = nn.Dropout(self.dropout, deterministic=not train)
     a, weights = layers.MultiHeadAttention(
-        num_heads=self.num_heads, dropout=self.attn_dropout, dtype=self.dtype,
-        method=self.attention, name='attn')(q, kv, kv_mask, train=train)
+      num_heads=self.num_heads,
+      dropout=self.attn_dropout,
+      dtype=self.dtype,
+      method=self.attention,
+      name='attn',
+    )(q, kv, kv_mask, train=train)
     h = nn.LayerNorm(dtype=self.dtype, name='ln_attn')(q + drop(a))
-    f = layers.FeedForward(mult=self.ffn_mult, dropout=self.dropout, dtype=self.dtype,
-                           name='ffn')(h, train=train)
+    f = layers.FeedForward(mult=self.ffn_mult, dropout=self.dropout, dtype=self.dtype, name='ffn')(
+      h, train=train
+    )
     return nn.LayerNorm(dtype=self.dtype, name='ln_ffn')(h + drop(f)), weights
 
 
@@ -41,6 +46,7 @@ class TriModalFusion(nn.Module):
   the self-attention block runs. `attention` is the attention implementation
   (fasca_jax/ops/attention.py).
   """
+
   d_model: int
   num_heads: int
   ffn_mult: int = 4
@@ -64,8 +70,14 @@ class TriModalFusion(nn.Module):
     """
     names = list(xs)
     block = lambda name: AttentionBlock(
-        num_heads=self.num_heads, ffn_mult=self.ffn_mult, dropout=self.dropout,
-        attn_dropout=self.attn_dropout, dtype=self.dtype, attention=self.attention, name=name)
+      num_heads=self.num_heads,
+      ffn_mult=self.ffn_mult,
+      dropout=self.dropout,
+      attn_dropout=self.attn_dropout,
+      dtype=self.dtype,
+      attention=self.attention,
+      name=name,
+    )
     h = {m: nn.Dense(self.d_model, dtype=self.dtype, name=f'proj_{m}')(xs[m]) for m in names}
     outs, weights = {}, {}
     for m in names:

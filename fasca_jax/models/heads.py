@@ -12,6 +12,7 @@ class TaskHead(nn.Module):
 
   x: (B, D) -> the task's head output (`fasca_jax.tasks`), float32.
   """
+
   task: tasks.Task
   hidden: int
   dropout: float = 0.0

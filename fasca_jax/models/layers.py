@@ -7,7 +7,6 @@ import jax.numpy as jnp
 from fasca_jax.ops import attention
 
 
-
 class MultiHeadAttention(nn.Module):
   """Multi-head dot-product attention with a boolean key mask.
 
@@ -18,6 +17,7 @@ class MultiHeadAttention(nn.Module):
     method: 'auto', 'dense' or 'chunked' (fasca_jax/ops/attention.py); dropout on the
       weights runs 'dense'.
   """
+
   num_heads: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
@@ -40,7 +40,8 @@ class MultiHeadAttention(nn.Module):
     if d % self.num_heads:
       raise ValueError(f'width {d} is not divisible by num_heads={self.num_heads}')
     dense = lambda name: nn.DenseGeneral(
-        (self.num_heads, d // self.num_heads), dtype=self.dtype, name=name)
+      (self.num_heads, d // self.num_heads), dtype=self.dtype, name=name
+    )
     qh = dense('query')(q)  # (B, Tq, N, H)
     kh = dense('key')(kv)  # (B, Tk, N, H)
     vh = dense('value')(kv)  # (B, Tk, N, H)
@@ -59,6 +60,7 @@ class MultiHeadAttention(nn.Module):
 
 class FeedForward(nn.Module):
   """Position-wise MLP: Dense(mult * D) -> GELU -> dropout -> Dense(D).  x: (B, T, D)."""
+
   mult: int = 4
   dropout: float = 0.0
   dtype: Dtype = jnp.float32

@@ -22,6 +22,7 @@ method='auto' picks 'chunked' on CPU when Tq * Tk >= AUTO_CHUNKED_MIN_MAP and 'd
 otherwise (on GPU/TPU the chunks would run one after another on an idle device, so 'dense').
 Dropout on the probabilities needs them whole: only 'dense' supports it.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -107,7 +108,7 @@ def _backward_chunk(q, k, v, kv_mask, out, m, total, d_out):
   dp = jnp.einsum('bqnh,bknh->bnqk', d_out, v).astype(jnp.float32)
   row = jnp.einsum('bqnh,bqnh->bnq', d_out, out).astype(jnp.float32)
   # Masked logits are constants (jnp.where), so no gradient reaches them.
-  ds = jnp.where(kv_mask[:, None, None, :], p * (dp - row[..., None]), 0.)
+  ds = jnp.where(kv_mask[:, None, None, :], p * (dp - row[..., None]), 0.0)
   ds = (ds / jnp.sqrt(q.shape[-1])).astype(q.dtype)
   dq = jnp.einsum('bnqk,bknh->bqnh', ds, k)
   dk = jnp.einsum('bnqk,bqnh->bknh', ds, q)
@@ -121,16 +122,21 @@ def _chunked(q, k, v, kv_mask):
 
 def _chunked_forward(q, k, v, kv_mask):
   chunk = chunk_size(q.shape[0], q.shape[2], q.shape[1], k.shape[1])
-  out, m, total = (_merge(x) for x in jax.lax.map(
-      lambda a: _forward_chunk(*a), tuple(_split(x, chunk) for x in (q, k, v, kv_mask))))
+  out, m, total = (
+    _merge(x)
+    for x in jax.lax.map(
+      lambda a: _forward_chunk(*a), tuple(_split(x, chunk) for x in (q, k, v, kv_mask))
+    )
+  )
   return out, (q, k, v, kv_mask, out, m, total)
 
 
 def _chunked_backward(saved, d_out):
   q, k = saved[:2]
   chunk = chunk_size(q.shape[0], q.shape[2], q.shape[1], k.shape[1])
-  grads = jax.lax.map(lambda a: _backward_chunk(*a),
-                      tuple(_split(x, chunk) for x in saved + (d_out,)))
+  grads = jax.lax.map(
+    lambda a: _backward_chunk(*a), tuple(_split(x, chunk) for x in saved + (d_out,))
+  )
   return tuple(_merge(g) for g in grads) + (None,)
 
 

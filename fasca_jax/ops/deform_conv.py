@@ -41,6 +41,7 @@ Sample positions and bilinear weights are computed in at least float32 (so
 bfloat16 offsets still resolve sub-pixel positions on long maps); the weights
 are then cast to x.dtype for the contractions.
 """
+
 import jax.numpy as jnp
 
 # Widest time axis for which method='auto' picks the dense 'interp' path. On
@@ -65,45 +66,53 @@ def _output_size(size, k, s, p, d):
   return (size + 2 * p - (d * (k - 1) + 1)) // s + 1
 
 
-def _check_shapes(x, offset, mask, kernel, bias, stride, padding, dilation,
-                  groups):
+def _check_shapes(x, offset, mask, kernel, bias, stride, padding, dilation, groups):
   """Validates all shapes and returns the output size (Ho, Wo)."""
   if x.ndim != 4:
     raise ValueError(f'x must be (B, H, W, Cin), got shape {x.shape}.')
   if kernel.ndim != 4:
-    raise ValueError(
-        f'kernel must be (kh, kw, Cin, Cout), got shape {kernel.shape}.')
+    raise ValueError(f'kernel must be (kh, kw, Cin, Cout), got shape {kernel.shape}.')
   b, h, w, cin = x.shape
   kh, kw, kcin, cout = kernel.shape
   if kcin != cin:
-    raise ValueError(f'kernel input channels {kcin} (kernel shape '
-                     f'{kernel.shape}) != x channels {cin} (x shape {x.shape}).')
+    raise ValueError(
+      f'kernel input channels {kcin} (kernel shape '
+      f'{kernel.shape}) != x channels {cin} (x shape {x.shape}).'
+    )
   if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-    raise ValueError(f'Need stride >= 1, dilation >= 1, padding >= 0; got '
-                     f'stride={stride}, dilation={dilation}, padding={padding}.')
+    raise ValueError(
+      f'Need stride >= 1, dilation >= 1, padding >= 0; got '
+      f'stride={stride}, dilation={dilation}, padding={padding}.'
+    )
   if groups < 1 or cin % groups:
-    raise ValueError(f'Input channels {cin} (x shape {x.shape}) must be '
-                     f'divisible by offset_groups={groups}.')
+    raise ValueError(
+      f'Input channels {cin} (x shape {x.shape}) must be divisible by offset_groups={groups}.'
+    )
   ho = _output_size(h, kh, stride[0], padding[0], dilation[0])
   wo = _output_size(w, kw, stride[1], padding[1], dilation[1])
   if ho < 1 or wo < 1:
-    raise ValueError(f'Empty output {(ho, wo)} for x shape {x.shape}, kernel '
-                     f'shape {kernel.shape}, stride={stride}, '
-                     f'padding={padding}, dilation={dilation}.')
+    raise ValueError(
+      f'Empty output {(ho, wo)} for x shape {x.shape}, kernel '
+      f'shape {kernel.shape}, stride={stride}, '
+      f'padding={padding}, dilation={dilation}.'
+    )
   taps = groups * kh * kw
   if offset.shape != (b, ho, wo, 2 * taps):
     raise ValueError(
-        f'offset must have shape (B, Ho, Wo, 2*G*kh*kw) = '
-        f'{(b, ho, wo, 2 * taps)} for x shape {x.shape}, kernel shape '
-        f'{kernel.shape}, offset_groups={groups}; got {offset.shape}.')
+      f'offset must have shape (B, Ho, Wo, 2*G*kh*kw) = '
+      f'{(b, ho, wo, 2 * taps)} for x shape {x.shape}, kernel shape '
+      f'{kernel.shape}, offset_groups={groups}; got {offset.shape}.'
+    )
   if mask is not None and mask.shape != (b, ho, wo, taps):
     raise ValueError(
-        f'mask must have shape (B, Ho, Wo, G*kh*kw) = {(b, ho, wo, taps)} for '
-        f'x shape {x.shape}, kernel shape {kernel.shape}, '
-        f'offset_groups={groups}; got {mask.shape}.')
+      f'mask must have shape (B, Ho, Wo, G*kh*kw) = {(b, ho, wo, taps)} for '
+      f'x shape {x.shape}, kernel shape {kernel.shape}, '
+      f'offset_groups={groups}; got {mask.shape}.'
+    )
   if bias is not None and bias.shape != (cout,):
-    raise ValueError(f'bias must have shape (Cout,) = {(cout,)} for kernel '
-                     f'shape {kernel.shape}; got {bias.shape}.')
+    raise ValueError(
+      f'bias must have shape (Cout,) = {(cout,)} for kernel shape {kernel.shape}; got {bias.shape}.'
+    )
   return ho, wo
 
 
@@ -112,8 +121,7 @@ def resolve_method(method, height, width):
   if method not in _METHODS:
     raise ValueError(f'method must be one of {_METHODS}, got {method!r}.')
   if method == 'auto':
-    return ('interp' if height == 1 and width <= AUTO_INTERP_MAX_WIDTH
-            else 'gather')
+    return 'interp' if height == 1 and width <= AUTO_INTERP_MAX_WIDTH else 'gather'
   if method == 'interp' and height != 1:
     raise ValueError(f"method='interp' needs H == 1, got H = {height}.")
   return method
@@ -137,10 +145,8 @@ def _sample_points(offset, kernel_size, stride, padding, dilation, groups):
   off = off.reshape(b, ho, wo, groups, kh * kw, 2)
   tap_i = jnp.repeat(jnp.arange(kh), kw)  # (K,)
   tap_j = jnp.tile(jnp.arange(kw), kh)  # (K,)
-  base_h = (jnp.arange(ho)[:, None] * stride[0] - padding[0]
-            + tap_i * dilation[0])  # (Ho, K)
-  base_w = (jnp.arange(wo)[:, None] * stride[1] - padding[1]
-            + tap_j * dilation[1])  # (Wo, K)
+  base_h = jnp.arange(ho)[:, None] * stride[0] - padding[0] + tap_i * dilation[0]  # (Ho, K)
+  base_w = jnp.arange(wo)[:, None] * stride[1] - padding[1] + tap_j * dilation[1]  # (Wo, K)
   h = base_h[:, None, None, :] + off[..., 0]  # (B, Ho, Wo, G, K)
   w = base_w[:, None, :] + off[..., 1]  # (B, Ho, Wo, G, K)
   return h, w
@@ -165,10 +171,12 @@ def _bilinear_corners(h, w, height, width):
   h_low, w_low = h_low.astype(jnp.int32), w_low.astype(jnp.int32)
   rows = jnp.stack([h_low, h_low, h_low + 1, h_low + 1], axis=-1)  # (..., 4)
   cols = jnp.stack([w_low, w_low + 1, w_low, w_low + 1], axis=-1)  # (..., 4)
-  weights = jnp.stack([(1 - lh) * (1 - lw), (1 - lh) * lw,
-                       lh * (1 - lw), lh * lw], axis=-1)  # (..., 4)
-  valid = ((rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-           & inside[..., None])  # (..., 4)
+  weights = jnp.stack(
+    [(1 - lh) * (1 - lw), (1 - lh) * lw, lh * (1 - lw), lh * lw], axis=-1
+  )  # (..., 4)
+  valid = (
+    (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width) & inside[..., None]
+  )  # (..., 4)
   return rows, cols, jnp.where(valid, weights, 0)
 
 
@@ -186,8 +194,9 @@ def _sample_gather(x, rows, cols, weights, groups):
   """
   b, height, width, cin = x.shape
   x = x.reshape(b, height * width, groups, cin // groups)  # (B, H*W, G, Cg)
-  flat = (jnp.clip(rows, 0, height - 1) * width
-          + jnp.clip(cols, 0, width - 1))  # (B, Ho, Wo, G, K, 4)
+  flat = jnp.clip(rows, 0, height - 1) * width + jnp.clip(
+    cols, 0, width - 1
+  )  # (B, Ho, Wo, G, K, 4)
   batch_idx = jnp.arange(b)[:, None, None, None, None, None]
   group_idx = jnp.arange(groups)[:, None, None]
   corners = x[batch_idx, flat, group_idx]  # (B, Ho, Wo, G, K, 4, Cg)
@@ -213,14 +222,24 @@ def _sample_interp(x, cols, weights, groups):
   col_weights = weights[..., :2] + weights[..., 2:]  # (B, Ho, Wo, G, K, 2)
   positions = jnp.arange(width)
   interp = sum(
-      jnp.where(cols[..., n, None] == positions, col_weights[..., n, None], 0)
-      for n in range(2))  # (B, Ho, Wo, G, K, W)
+    jnp.where(cols[..., n, None] == positions, col_weights[..., n, None], 0) for n in range(2)
+  )  # (B, Ho, Wo, G, K, W)
   return jnp.einsum('byxgkw,bwgc->byxgkc', interp, x)
 
 
-def deform_conv2d(x, offset, mask, kernel, bias=None, *, stride=(1, 1),
-                  padding=(0, 0), dilation=(1, 1), offset_groups=1,
-                  method='auto'):
+def deform_conv2d(
+  x,
+  offset,
+  mask,
+  kernel,
+  bias=None,
+  *,
+  stride=(1, 1),
+  padding=(0, 0),
+  dilation=(1, 1),
+  offset_groups=1,
+  method='auto',
+):
   """Modulated deformable 2D convolution, torchvision semantics, channels-last.
 
   Args:
@@ -240,14 +259,14 @@ def deform_conv2d(x, offset, mask, kernel, bias=None, *, stride=(1, 1),
   stride = _pair(stride, 'stride')
   padding = _pair(padding, 'padding')
   dilation = _pair(dilation, 'dilation')
-  ho, wo = _check_shapes(x, offset, mask, kernel, bias, stride, padding,
-                         dilation, offset_groups)
+  ho, wo = _check_shapes(x, offset, mask, kernel, bias, stride, padding, dilation, offset_groups)
   b, height, width, cin = x.shape
   kh, kw, _, cout = kernel.shape
   method = resolve_method(method, height, width)
 
-  h, w = _sample_points(offset, (kh, kw), stride, padding, dilation,
-                        offset_groups)  # (B, Ho, Wo, G, K)
+  h, w = _sample_points(
+    offset, (kh, kw), stride, padding, dilation, offset_groups
+  )  # (B, Ho, Wo, G, K)
   rows, cols, weights = _bilinear_corners(h, w, height, width)
   if mask is not None:
     mask = mask.reshape(b, ho, wo, offset_groups, kh * kw)  # (B, Ho, Wo, G, K)
