@@ -272,3 +272,35 @@ def test_worker_processes_give_the_same_batches(config):
   for a, b in pairs:
     assert list(a['id']) == list(b['id'])
     np.testing.assert_array_equal(a['vision'], b['vision'])
+
+
+def test_index_is_the_position_in_the_split(config, source):
+  batches = _eval(config, batch_size=10)
+  index = np.concatenate([b['index'] for b in batches])
+  valid = np.concatenate([b['valid'] for b in batches])
+  assert list(index[valid]) == list(range(32)) and set(index[~valid]) == {-1}
+  stored = list(source['validation'])  # the source's ids, in stored order
+  assert [stored[i] for i in index[valid]] == _ids(batches)
+  train = next(_batches(config, 'train', train=True, global_batch_size=16, seed=1))
+  ids = input_pipeline.split_summary(input_pipeline.open_dataset(config), 'train').ids
+  assert list(ids[train['index']]) == list(train['id'])
+
+
+def test_split_summary_is_read_once_and_counts_cropped_examples(config, source, monkeypatch):
+  dataset = input_pipeline.open_dataset(config)
+  summary = input_pipeline.split_summary(dataset, 'train')
+  examples = source['train']
+  assert list(summary.ids) == list(examples)
+  for m in MAX_LEN:
+    assert list(summary.lengths[m]) == [len(ex[m]) for ex in examples.values()]
+  assert summary.cropped(MAX_LEN) == {
+    m: sum(len(ex[m]) > n for ex in examples.values()) for m, n in MAX_LEN.items()
+  }
+  assert summary.cropped(MAX_LEN)['text'] > 0  # tiny texts have 6-12 words, MAX_LEN 8.
+  # The second call reads the cache, not the split.
+  monkeypatch.setattr(
+    type(dataset.source('train')), '__getitem__', lambda *a: pytest.fail('read the split again')
+  )
+  again = input_pipeline.split_summary(dataset, 'train')
+  assert list(again.ids) == list(summary.ids)
+  np.testing.assert_array_equal(again.lengths['audio'], summary.lengths['audio'])

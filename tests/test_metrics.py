@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from configs import meld
 from fasca_jax import metrics
 from fasca_jax import tasks
 
@@ -369,3 +370,20 @@ def test_format_table():
 def test_bad_input_raises(fn, args, message):
   with pytest.raises(ValueError, match=message):
     fn(*args)
+
+
+def test_task_descriptions_and_class_names():
+  task = tasks.from_config(meld.get_config('text'))
+  assert task.class_names[0] == 'neutral' and len(task.class_names) == task.num_classes == 7
+  probs = np.full(7, 0.1, np.float32)
+  probs[4] = 0.4
+  assert task.describe(probs)['prediction'] == 'joy'
+  unnamed = tasks.get_task('classification', 2).describe(np.array([0.3, 0.7]))
+  assert unnamed == {'prediction': 'class_1', 'probabilities': {'class_0': 0.3, 'class_1': 0.7}}
+  iemocap = tasks.get_task('iemocap', 2).describe(
+    np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], np.float32)
+  )
+  assert iemocap['prediction'] == ['Happy', 'Angry']
+  assert iemocap['probabilities'] == pytest.approx(
+    {'Neutral': 0.1, 'Happy': 0.8, 'Sad': 0.4, 'Angry': 0.7}
+  )
