@@ -19,6 +19,7 @@ import jax
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 
 from fasca_jax import distributed
@@ -32,7 +33,7 @@ def abstract_state(config) -> steps.TrainState:
   """The shapes, dtypes and (replicated) shardings of `config`'s train state, from
   `jax.eval_shape`: nothing is computed. What a restore needs."""
   model = fasca_net.build(config)
-  tx, _ = steps.make_optimizer(config, total_steps=1, steps_per_epoch=1)  # shapes only
+  tx = steps.optimizer(config, optax.constant_schedule(config.optimizer.lr))  # shapes only
   shapes = jax.eval_shape(lambda: steps.init_state(model, tx, config, np.int32(0)))
   replicated = NamedSharding(distributed.make_mesh(), P())
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)

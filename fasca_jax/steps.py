@@ -45,10 +45,20 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: int):
     decay_steps=max(total_steps, warmup + 1),
     end_value=o.lr * o.min_lr_ratio,
   )
+  return optimizer(config, schedule), schedule
+
+
+def optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW following `schedule`.
+
+  The state's structure does not depend on the schedule, so any schedule (e.g.
+  `optax.constant_schedule`) gives the shapes of a training run's optimizer state.
+  """
+  o = config.optimizer
   return optax.chain(
     optax.clip_by_global_norm(o.grad_clip_norm),
     optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay),
-  ), schedule
+  )
 
 
 def model_inputs(config, batch):

@@ -36,7 +36,9 @@ def save_initial_run(config, workdir, perturb=0.0):
   from fasca_jax import checkpoints, config_io, steps  # pylint: disable=g-import-not-at-top
   from fasca_jax.models import fasca_net  # pylint: disable=g-import-not-at-top
 
-  tx, _ = steps.make_optimizer(config, total_steps=1, steps_per_epoch=1)  # an untrained run
+  import optax  # pylint: disable=g-import-not-at-top
+
+  tx = steps.optimizer(config, optax.constant_schedule(config.optimizer.lr))  # never stepped
   state = steps.init_state(fasca_net.build(config), tx, config, np.int32(config.seed))
   if perturb:
     rng = np.random.default_rng(0)
