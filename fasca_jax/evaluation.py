@@ -31,6 +31,7 @@ import numpy as np
 from fasca_jax import checkpoints
 from fasca_jax import distributed
 from fasca_jax import input_pipeline
+from fasca_jax import placement
 from fasca_jax import steps
 from fasca_jax import tasks
 
@@ -46,26 +47,31 @@ def evaluate(
   *,
   batch_size: int,
   with_ids: bool = False,
+  data: placement.EvalData | None = None,
 ) -> tuple[dict, dict]:
   """One pass of `params` over `split` ('train', 'valid' or 'test') -> (metrics, host arrays).
 
   The host arrays `output`, `target`, `loss`, `index` (and `id` (N,) str with `with_ids`) hold
-  the N real examples (padding rows dropped) in evaluation order: the stored order of the split
-  with one process; with several, batch by batch and process by process. Each process reads its
-  own slice; the outputs are gathered with each example's index in the split, which names it.
+  the N real examples (padding rows dropped) in evaluation order: the stored order of the split,
+  except in the 'stream' placement with several processes (batch by batch, process by process).
+  `data` (from `eval_data`; default: the config's placement) says where the split is: resident
+  on the devices, one call evaluates it; otherwise batch by batch, the outputs left on the
+  devices until the pass ends. Either way one transfer brings them to the host at the end.
   """
   if split not in SPLITS:
     raise ValueError(f'unknown split {split!r}: expected one of {sorted(SPLITS)}')
   distributed.check_batch_size(batch_size, 'eval_batch_size')
-  batches = input_pipeline.make_batches(
-    dataset, SPLITS[split], train=False, global_batch_size=batch_size, seed=0
-  )
-  parts = [
-    multihost_utils.process_allgather(
-      jitted.evaluate(params, input_pipeline.to_global(batch, jitted.data_sharding)), tiled=True
-    )
-    for batch in batches
-  ]
+  if data is None:
+    data = eval_data(jitted.config, dataset, split, mesh=jitted.mesh, batch_size=batch_size)
+  if data.resident:
+    program = jitted.program('evaluate_resident', params, data.arrays, batch_size=batch_size)
+    parts = [program(params, data.arrays)]
+  else:
+    parts = []
+    for batch in data.batches():
+      batch = input_pipeline.to_global(batch, jitted.data_sharding)
+      parts.append(jitted.program('evaluate', params, batch)(params, batch))
+  parts = multihost_utils.process_allgather(parts, tiled=True)  # one transfer, at the end.
   host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   valid = host.pop('valid').astype(bool)
   host = {k: v[valid] for k, v in host.items()}
@@ -76,6 +82,20 @@ def evaluate(
   return results, host
 
 
+def eval_data(
+  config, dataset: input_pipeline.Dataset, split: str, *, mesh, batch_size: int, mode=None
+) -> placement.EvalData:
+  """`split` ('train', 'valid' or 'test') prepared for `evaluate` in placement `mode` (default:
+  `placement.choose(config, dataset)`)."""
+  return placement.EvalData(
+    mode or placement.choose(config, dataset),
+    dataset,
+    SPLITS[split],
+    global_batch_size=batch_size,
+    mesh=mesh,
+  )
+
+
 def evaluate_run(
   config,
   workdir: str,
@@ -84,19 +104,26 @@ def evaluate_run(
   predictions_path: str | None = None,
   jitted: steps.JittedSteps | None = None,
   dataset: input_pipeline.Dataset | None = None,
+  data: dict[str, placement.EvalData] | None = None,
 ) -> dict:
   """Restores the best checkpoint of `workdir` (latest if none) and evaluates it on `splits`.
 
   Splits are 'train', 'valid' or 'test'. Results are merged into workdir/results.json. With
   `predictions_path` (relative: to the current directory), every example's prediction goes
-  there as JSON lines, the splits in the order given. `jitted` and `dataset` (the training
-  loop's) save compiling and opening them again.
+  there as JSON lines, the splits in the order given. `jitted`, `dataset` and `data` (split ->
+  `eval_data`: the training loop's) save compiling, opening and placing them again.
   """
   dataset = dataset or input_pipeline.open_dataset(config)
   jitted = jitted or steps.JittedSteps(config)
+  data = dict(data or {})
   state, _ = checkpoints.restore_best(config, workdir)
   results, rows = {}, []
   for split in splits:
+    if split not in data:
+      mode = next(iter(data.values())).mode if data else None
+      data[split] = eval_data(
+        config, dataset, split, mesh=jitted.mesh, batch_size=config.eval_batch_size, mode=mode
+      )
     results[split], host = evaluate(
       jitted,
       state.params,
@@ -104,6 +131,7 @@ def evaluate_run(
       split,
       batch_size=config.eval_batch_size,
       with_ids=predictions_path is not None,
+      data=data[split],
     )
     if predictions_path is not None:
       rows.extend(prediction_rows(jitted.task, split, host))

@@ -6,6 +6,7 @@ evaluation of the best checkpoint (`evaluation`). Checkpoints, resume and SIGTER
 `checkpoints`; logs are `metric_writer` and `curves`.
 """
 
+import concurrent.futures
 import os
 import time
 
@@ -19,8 +20,11 @@ from fasca_jax import config_io
 from fasca_jax import curves
 from fasca_jax import distributed
 from fasca_jax import evaluation
+from fasca_jax import indexing
 from fasca_jax import input_pipeline
 from fasca_jax import metric_writer
+from fasca_jax import placement
+from fasca_jax import startup
 from fasca_jax import steps
 
 CURVES_FILE = 'curves.png'
@@ -39,12 +43,14 @@ def train_and_evaluate(
   workdir/config.json (`config_io.load` rebuilds it). Returns the final results (best checkpoint
   on validation and test), also written to workdir/results.json, or {} when stopped by SIGTERM.
   Logs to workdir/metrics.jsonl and TensorBoard event files, and draws workdir/curves.png after
-  every epoch. `jitted` (the steps of a config that differs only in the seed) reuses compiled
-  steps, as a seed sweep does.
+  every epoch (in a thread). `jitted` (the steps of a config that differs only in the seed)
+  reuses compiled programs, as a seed sweep does.
   """
   c = config
+  startup.enable_compilation_cache(c.get('compilation_cache_dir'))
   distributed.check_batch_size(c.batch_size, 'batch_size')
   dataset = input_pipeline.open_dataset(c)
+  mode = placement.choose(c, dataset)
   steps_per_epoch = dataset.steps_per_epoch(c.batch_size)
   total_steps = steps_per_epoch * c.num_epochs
   if jitted is None:
@@ -61,9 +67,6 @@ def train_and_evaluate(
   ckpt = checkpoints.Checkpoints(workdir, keep=c.keep_checkpoints)
   writer = metric_writer.MetricWriter(workdir)
 
-  train_iter = input_pipeline.make_batches(
-    dataset, 'train', train=True, global_batch_size=c.batch_size, seed=c.seed
-  )
   state, extra = ckpt.restore_latest(abstract, set_aside=True)
   if state is None:
     state = jitted.init(c.seed)
@@ -82,22 +85,47 @@ def train_and_evaluate(
       f'choose another --workdir.'
     )
   else:
-    train_iter.set_state(extra['data_state'].encode())
+    checkpoints.check_data_position(extra, int(state.step))
     logging.info('Resumed from step %d of %d.', int(state.step), total_steps)
   _log_cropped(dataset, 'train')
-  position = lambda: {'data_state': train_iter.get_state().decode()}
 
   step, history = int(state.step), []
-  t_window, step_window = time.time(), step
-  with checkpoints.Preemption() as preemption:
-    while step < total_steps:
-      batch = input_pipeline.to_global(next(train_iter), jitted.data_sharding)
-      state, step_metrics = jitted.train(state, batch)
+  calls = steps.call_lengths(
+    step, total_steps, steps_per_call=c.steps_per_call, every=(c.log_every_steps, steps_per_epoch)
+  )
+  train_data = placement.TrainData(
+    mode,
+    dataset,
+    seed=c.seed,
+    global_batch_size=c.batch_size,
+    start_step=step,
+    calls=calls,
+    mesh=jitted.mesh,
+  )
+  eval_data = {
+    s: evaluation.eval_data(
+      c, dataset, s, mesh=jitted.mesh, batch_size=c.eval_batch_size, mode=mode
+    )
+    for s in ('valid', 'test')
+  }
+  programs = _compile(jitted, state, train_data, set(calls), eval_data)
+  t_window, step_window, plots = time.time(), step, concurrent.futures.ThreadPoolExecutor(1)
+  with checkpoints.Preemption() as preemption, train_data, plots:
+    for i, k in enumerate(calls):
+      state, step_metrics = programs[k](state, next(train_data))
       history.append(step_metrics)
-      step += 1
+      if i == 0:
+        jax.block_until_ready(state)
+        logging.info(
+          'time to first step: %.1f s (from process start)', startup.seconds_since_start()
+        )
+      step += k
       if step % c.log_every_steps == 0 or step == total_steps:
         _check_nonfinite(c, state)
-        scalars = {k: float(np.mean([jax.device_get(h[k]) for h in history])) for k in history[0]}
+        scalars = {
+          k: float(np.mean(np.concatenate([np.ravel(h[k]) for h in jax.device_get(history)])))
+          for k in history[0]
+        }
         now = time.time()  # rate over the window (the first one includes compilation).
         rate = (step - step_window) * c.batch_size / max(now - t_window, 1e-9)
         logging.info(
@@ -113,35 +141,72 @@ def train_and_evaluate(
         writer.write(step, 'train', {**scalars, 'samples_per_s': rate})
         history, t_window, step_window = [], now, step
       if step % steps_per_epoch == 0:
+        t_epoch = time.time()
         _check_nonfinite(c, state)
         val, _ = evaluation.evaluate(
-          jitted, state.params, dataset, 'valid', batch_size=c.eval_batch_size
+          jitted,
+          state.params,
+          dataset,
+          'valid',
+          batch_size=c.eval_batch_size,
+          data=eval_data['valid'],
         )
         writer.write(step, 'valid', val)
-        _plot_curves(writer, workdir, jitted.task.key_metrics, steps_per_epoch)
+        plots.submit(_plot_curves, writer, workdir, jitted.task.key_metrics, steps_per_epoch)
+        ckpt.save(state, _position(state), valid_loss=val['loss'])
         logging.info(
-          'epoch %d validation: %s',
+          'epoch %d validation (%.1f s): %s',
           step // steps_per_epoch,
+          time.time() - t_epoch,
           ' '.join(f'{k}={v:.4f}' for k, v in val.items()),
         )
-        ckpt.save(state, position(), valid_loss=val['loss'])
+        t_window += time.time() - t_epoch  # samples/s counts training only.
       if preemption.should_stop():
-        ckpt.save(state, position())
+        ckpt.save(state, _position(state))
         ckpt.wait()
         logging.warning('Stopped at step %d after SIGTERM; the same command resumes.', step)
         writer.close()
         return {}
-  ckpt.save(state, position())
+  ckpt.save(state, _position(state))
   ckpt.wait()
   if int(state.nonfinite_count):
     logging.warning(
       '%d updates were skipped because the loss was not finite.', int(state.nonfinite_count)
     )
-  results = evaluation.evaluate_run(c, workdir, ('valid', 'test'), jitted=jitted, dataset=dataset)
+  results = evaluation.evaluate_run(
+    c, workdir, ('valid', 'test'), jitted=jitted, dataset=dataset, data=eval_data
+  )
   writer.write(total_steps, 'test', results['test'])
   _plot_curves(writer, workdir, jitted.task.key_metrics, steps_per_epoch)
   writer.close()
   return results
+
+
+def _compile(jitted: steps.JittedSteps, state, train_data, lengths, eval_data) -> dict:
+  """The train program for each call length and the evaluation programs, compiled (or loaded
+  from the persistent cache) before the first step: nothing compiles during training."""
+  t = time.perf_counter()
+  name = 'train_resident' if train_data.resident else 'train_chunk'
+  programs = {
+    k: jitted.program(
+      name, state, train_data.spec(k), **({'num_steps': k} if train_data.resident else {})
+    )
+    for k in sorted(lengths)
+  }
+  for data in eval_data.values():
+    if data.resident:
+      jitted.program(
+        'evaluate_resident', state.params, data.arrays, batch_size=data.global_batch_size
+      )
+    else:
+      jitted.program('evaluate', state.params, data.spec(jitted.data_sharding))
+  logging.info('Train and evaluation programs ready in %.1f s.', time.perf_counter() - t)
+  return programs
+
+
+def _position(state: steps.TrainState) -> dict:
+  """The data position saved with a checkpoint: the step (`indexing`'s order)."""
+  return {'data_state': {'order': indexing.ORDER, 'step': int(state.step)}}
 
 
 def _without_seed(config: ml_collections.ConfigDict) -> dict:
@@ -177,7 +242,10 @@ def _plot_curves(
   writer: metric_writer.MetricWriter, workdir: str, key_metrics, steps_per_epoch: int
 ):
   if writer.enabled:
-    curves.plot(writer.path, os.path.join(workdir, CURVES_FILE), key_metrics, steps_per_epoch)
+    try:
+      curves.plot(writer.path, os.path.join(workdir, CURVES_FILE), key_metrics, steps_per_epoch)
+    except ValueError as e:  # a line being appended while read: the next epoch redraws.
+      logging.warning('curves.png not redrawn: %s', e)
 
 
 def _format_eta(seconds: float) -> str:
