@@ -111,9 +111,9 @@ _permutation_jit = jax.jit(permutation, static_argnums=2)
 
 def _cpu():
   try:
-    return jax.devices('cpu')[0]
+    return jax.local_devices(backend='cpu')[0]
   except RuntimeError:  # JAX_PLATFORMS without cpu: the default device gives the same bits.
-    return jax.devices()[0]
+    return jax.local_devices()[0]
 
 
 def local_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:

@@ -201,6 +201,7 @@ def _compile(jitted: steps.JittedSteps, state, train_data, lengths, eval_data) -
     else:
       jitted.program('evaluate', state.params, data.spec(jitted.data_sharding))
   logging.info('Train and evaluation programs ready in %.1f s.', time.perf_counter() - t)
+  distributed.barrier('compiled')  # processes start stepping together.
   return programs
 
 

@@ -91,6 +91,21 @@ def test_train_and_evaluate_writes_results_metrics_and_checkpoints(trained):
   assert ckpt.all_steps()[-1] == steps_per_epoch * config.num_epochs
 
 
+def test_host_placement_with_two_steps_per_call_trains_the_same_run(trained, tmp_path):
+  """The fixture ran with data_placement auto (device here) and one step per call; the host
+  placement with 2 steps per lax.scan trains on the same batches with the same dropout keys."""
+  config, workdir, results = trained
+  other = tiny_config(config.data_dir, data_placement='host', steps_per_call=2)
+  again = train_lib.train_and_evaluate(other, str(tmp_path))
+  got, extra = _latest_of(str(tmp_path), other)
+  want, _ = _latest_of(workdir, config)
+  assert int(got.step) == int(want.step) and extra['data_state']['step'] == int(got.step)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got.params, want.params
+  )
+  assert again['test'] == pytest.approx(results['test'], rel=1e-5)
+
+
 def test_evaluate_restores_best_and_reproduces_results(trained):
   config, workdir, results = trained
   again = evaluation.evaluate_run(config, workdir, ('test',))
