@@ -27,6 +27,7 @@ with the lengths from the split summary (`input_pipeline.split_summary`). They a
 memory-mapped, so a second run starts in seconds.
 """
 
+import functools
 import math
 import os
 import queue
@@ -182,6 +183,21 @@ def chunk_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(None, 'data'))
 
 
+def batch_spec(
+  dataset: input_pipeline.Dataset, global_batch_size: int, sharding, leading: tuple = ()
+) -> dict:
+  """The global device batch of `dataset` (abstract: `jax.ShapeDtypeStruct`s with `sharding`),
+  with `leading` axes before the batch axis (K stacked batches: (K,))."""
+  shape = (*leading, global_batch_size)
+  spec = {'valid': (shape, bool), 'index': (shape, np.int32)}
+  for m, n in dataset.max_len.items():
+    spec[m] = ((*shape, n, dataset.widths[m]), np.float32)
+    spec[m + '_mask'] = ((*shape, n), bool)
+  for t, (target_shape, dtype) in dataset.targets.items():
+    spec[t] = ((*shape, *target_shape), dtype)
+  return {k: jax.ShapeDtypeStruct(s, d, sharding=sharding) for k, (s, d) in spec.items()}
+
+
 class TrainData:
   """What each call of the train program reads, call after call (`calls`: steps per call).
 
@@ -221,8 +237,8 @@ class TrainData:
         seed=seed,
         start_step=start_step,
       )
-    self._first = next(batches)  # the layout, for `spec`.
-    self._prefetch = _Prefetch(self._chunks(_chain([self._first], batches), calls), PREFETCH_CALLS)
+    self._spec = functools.partial(batch_spec, dataset, global_batch_size, self._sharding)
+    self._prefetch = _Prefetch(self._chunks(batches, calls), PREFETCH_CALLS)
 
   def _chunks(self, batches: Iterator[dict], calls: Sequence[int]) -> Iterator[dict]:
     for k in calls:
@@ -238,15 +254,7 @@ class TrainData:
 
   def spec(self, k: int) -> dict:
     """The (abstract) data of a call of `k` steps."""
-    if self.resident:
-      return self.arrays
-    return {
-      key: jax.ShapeDtypeStruct(
-        (k, x.shape[0] * jax.process_count(), *x.shape[1:]), x.dtype, sharding=self._sharding
-      )
-      for key, x in self._first.items()
-      if key not in input_pipeline.HOST_KEYS and not key.endswith('_len')
-    }
+    return self.arrays if self.resident else self._spec(leading=(k,))
 
   def __iter__(self):
     return self
@@ -276,11 +284,6 @@ def host_batches(
   while True:
     yield indexing.take(arrays, order.indices(step)[rows], xp=np)
     step += 1
-
-
-def _chain(*iterables):
-  for it in iterables:
-    yield from it
 
 
 class _Prefetch:
@@ -355,14 +358,7 @@ class EvalData:
 
   def spec(self, sharding) -> dict:
     """The global batch `evaluate` takes (abstract), with `sharding` (not for 'device')."""
-    batch = next(iter(self.batches()))
-    return {
-      k: jax.ShapeDtypeStruct(
-        (x.shape[0] * jax.process_count(), *x.shape[1:]), x.dtype, sharding=sharding
-      )
-      for k, x in batch.items()
-      if k not in input_pipeline.HOST_KEYS and not k.endswith('_len')
-    }
+    return batch_spec(self.dataset, self.global_batch_size, sharding)
 
   def batches(self) -> Iterator[dict]:
     """This process's host batches (not for 'device')."""
