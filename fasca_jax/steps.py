@@ -312,7 +312,8 @@ class JittedSteps:
         global_batch_size=self.config.batch_size,
       )
       indices = jax.lax.with_sharding_constraint(indices, self.data_sharding)
-      return self._train(state, indexing.take(arrays, indices))
+      batch = jax.lax.with_sharding_constraint(indexing.take(arrays, indices), self.data_sharding)
+      return self._train(state, batch)
 
     return lax.scan(one, state, length=num_steps)
 
@@ -337,7 +338,10 @@ class JittedSteps:
         jax.lax.with_sharding_constraint(x, self.data_sharding)
         for x in (jnp.where(valid, indices, 0), valid)
       )
-      return None, self._evaluate(params, indexing.take(arrays, indices, valid))
+      batch = indexing.take(arrays, indices, valid)
+      return None, self._evaluate(
+        params, jax.lax.with_sharding_constraint(batch, self.data_sharding)
+      )
 
     _, out = lax.scan(one, None, jnp.arange(num_batches))
     return jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), out)

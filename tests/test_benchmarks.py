@@ -56,3 +56,22 @@ def test_pipeline_dataset_is_mosei_shaped(tmp_path, monkeypatch):
   assert batch['text'].shape == (4, 50, 768) and batch['vision'].shape == (4, 500, 35)
   lengths = batch['audio_mask'].sum(1)
   assert np.all((lengths >= 100) & (lengths <= 500)) and np.all(batch['audio_len'] == lengths)
+
+
+def test_flops_fall_back_to_the_compiled_step_when_the_lowered_one_has_none():
+  """JAX on CUDA returns no cost analysis for a lowered program (only for the compiled one);
+  on the CPU both count the same matmul."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  lowered = jax.jit(lambda a: a @ a).lower(jnp.ones((64, 64), jnp.float32))
+  assert train_step.flops_of(lowered) == pytest.approx(2 * 64**3, rel=0.05)
+
+  class CudaLike:  # the lowered program as JAX 0.11.2 gives it on CUDA.
+    def cost_analysis(self):
+      return None
+
+    def compile(self):
+      return lowered.compile()
+
+  assert train_step.flops_of(CudaLike()) == pytest.approx(2 * 64**3, rel=0.05)

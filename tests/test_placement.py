@@ -151,3 +151,32 @@ def test_call_lengths_end_on_log_and_epoch_steps():
   ends = np.cumsum(lengths)
   assert {4, 6, 8, 12} <= set(ends) and ends[-1] == 12 and 10 not in ends
   assert steps.call_lengths(5, 12, steps_per_call=1, every=(2, 6)) == [1] * 7
+
+
+def test_resident_program_is_data_parallel_and_equals_the_plain_steps(dataset):
+  """Two steps of the 'device' program (one lax.scan, batches gathered inside) split each batch
+  over the 2 devices (the gradients are summed across them: an all-reduce) and give the state of
+  two plain `train` steps on the host-gathered batches of steps 0 and 1."""
+  config = synthetic.get_config('tiny')
+  config.seed = SEED
+  jitted = steps.JittedSteps(config, steps.make_optimizer(config, 12, 6))
+  arrays = placement.replicated(placement.padded_split(dataset, 'train'), jitted.mesh)
+  state = jitted.init(SEED)
+  program = jitted.program('train_resident', state, arrays, num_steps=2)
+  assert 'all-reduce' in program.as_text()
+  resident, metrics = program(state, arrays)
+  assert metrics['loss'].shape == (2,) and int(resident.step) == 2
+  state = jitted.init(SEED)
+  host = placement.host_batches(
+    placement.padded_split(dataset, 'train'), SEED, BATCH, start_step=0, rows=slice(0, BATCH)
+  )
+  for want_loss in metrics['loss']:
+    state, step_metrics = jitted.train(
+      state, input_pipeline.to_global(next(host), jitted.data_sharding)
+    )
+    np.testing.assert_allclose(step_metrics['loss'], want_loss, rtol=1e-6)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+    resident.params,
+    state.params,
+  )
