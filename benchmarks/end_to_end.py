@@ -234,7 +234,12 @@ def main(argv=None):
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().setLevel(logging_std.WARNING)  # the table is the output.
   records = _Records()
-  logging_std.getLogger('absl').addHandler(records)
+  absl_logger = logging_std.getLogger('absl')
+  absl_logger.addHandler(records)
+  absl_logger.propagate = False  # libraries' INFO lines stay out of the output.
+  warnings = logging_std.StreamHandler(sys.stderr)
+  warnings.setLevel(logging_std.WARNING)
+  absl_logger.addHandler(warnings)
   train_step.set_matmul_precision('float32')
   device = jax.devices()[0]
   threads = train_step.xla_threads() if jax.default_backend() == 'cpu' else 1

@@ -288,13 +288,13 @@ def make_batches(
       grain.MapDataset.range(start_step * batch_size, 2**62)
       .map(_OrderedRead(source, order, rows))
       .map(to_example)
-      .batch(batch_size, drop_remainder=True)
-      .to_iter_dataset(
+      .to_iter_dataset(  # examples read in parallel, READ_AHEAD_BATCHES batches ahead.
         grain.ReadOptions(
           num_threads=min(16, READ_AHEAD_BATCHES * batch_size),
           prefetch_buffer_size=READ_AHEAD_BATCHES * batch_size,
         )
       )
+      .batch(batch_size, drop_remainder=True)
     )
     if dataset.num_workers:
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=dataset.num_workers))

@@ -75,3 +75,20 @@ def test_flops_fall_back_to_the_compiled_step_when_the_lowered_one_has_none():
       return lowered.compile()
 
   assert train_step.flops_of(CudaLike()) == pytest.approx(2 * 64**3, rel=0.05)
+
+
+def test_end_to_end_case_selection():
+  from benchmarks import end_to_end  # pylint: disable=g-import-not-at-top
+
+  quick = end_to_end.parse_args(['--quick'])
+  assert [c[0] for c in quick.plan] == ['tiny', 'mosei_aligned_b32']
+  assert 'device' in quick.plan[0][3] and 'device' in quick.plan[1][3]
+  full = end_to_end.parse_args([])
+  assert {c[0] for c in full.plan} >= {'mosei_unaligned_b128', 'mosei_aligned_b32', 'tiny'}
+  assert end_to_end.parse_args(['--cases=mosei_unaligned_b32']).plan[0][3] == (
+    'device',
+    'host',
+    'stream',
+  )
+  with pytest.raises(SystemExit):
+    end_to_end.parse_args(['--cases=mosei_b32'])

@@ -175,8 +175,11 @@ def test_resident_program_is_data_parallel_and_equals_the_plain_steps(dataset):
       state, input_pipeline.to_global(next(host), jitted.data_sharding)
     )
     np.testing.assert_allclose(step_metrics['loss'], want_loss, rtol=1e-6)
+  # Parameters initialised at zero whose gradient is rounding noise (float32 reduction order
+  # differs between the two programs) move by Adam steps that depend on that noise: atol 1e-5
+  # (observed 1.1e-6; see test_scaling's 8-vs-1 devices).
   jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
     resident.params,
     state.params,
   )

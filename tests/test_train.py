@@ -198,3 +198,34 @@ def test_unknown_config_key_fails_loudly(tmp_path):
     in proc.stderr
   )
   assert 'Traceback' not in proc.stderr
+
+
+def test_second_run_loads_every_program_from_the_compilation_cache(data_dir, tmp_path):
+  """config.compilation_cache_dir: the first run fills it; a second run of the same config (in
+  another workdir) finds every program there and adds nothing. Both log the time to first step
+  (not asserted: timings belong in benchmarks/)."""
+  cache = tmp_path / 'xla'
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  listings = []
+  for run in ('first', 'second'):
+    proc = subprocess.run(
+      [
+        sys.executable,
+        'train.py',
+        '--config=configs/synthetic.py:tiny',
+        f'--workdir={tmp_path / run}',
+        f'--config.data_dir={data_dir}',
+        f'--config.compilation_cache_dir={cache}',
+        '--config.num_epochs=1',
+      ],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    (line,) = [x for x in proc.stderr.splitlines() if 'time to first step: ' in x]
+    print(run, line.split('] ')[-1])
+    listings.append(sorted(p.name for p in cache.iterdir()))
+  assert listings[0] and listings[1] == listings[0]
