@@ -32,6 +32,7 @@ from fasca_jax import checkpoints
 from fasca_jax import distributed
 from fasca_jax import input_pipeline
 from fasca_jax import placement
+from fasca_jax import startup
 from fasca_jax import steps
 from fasca_jax import tasks
 
@@ -113,8 +114,10 @@ def evaluate_run(
   there as JSON lines, the splits in the order given. `jitted`, `dataset` and `data` (split ->
   `eval_data`: the training loop's) save compiling, opening and placing them again.
   """
+  if jitted is None:  # eval.py: its programs come from the persistent cache when there.
+    startup.enable_compilation_cache(config.get('compilation_cache_dir'))
+    jitted = steps.JittedSteps(config)
   dataset = dataset or input_pipeline.open_dataset(config)
-  jitted = jitted or steps.JittedSteps(config)
   data = dict(data or {})
   state, _ = checkpoints.restore_best(config, workdir)
   results, rows = {}, []

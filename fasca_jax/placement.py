@@ -32,6 +32,7 @@ import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 from absl import logging
@@ -40,6 +41,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
+from fasca_jax import distributed
 from fasca_jax import indexing
 from fasca_jax import input_pipeline
 
@@ -271,6 +273,31 @@ class TrainData:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def compile_programs(jitted, state, train_data: TrainData, lengths, eval_data: dict) -> dict:
+  """The train program of `jitted` (`steps.JittedSteps`) for each call length in `lengths`
+  (call length -> compiled program) and the evaluation programs of `eval_data` (split ->
+  `EvalData`), compiled or loaded from the persistent cache before the first step, so that
+  nothing compiles during training; the processes then start stepping together."""
+  t = time.perf_counter()
+  name = 'train_resident' if train_data.resident else 'train_chunk'
+  programs = {
+    k: jitted.program(
+      name, state, train_data.spec(k), **({'num_steps': k} if train_data.resident else {})
+    )
+    for k in sorted(lengths)
+  }
+  for data in eval_data.values():
+    if data.resident:
+      jitted.program(
+        'evaluate_resident', state.params, data.arrays, batch_size=data.global_batch_size
+      )
+    else:
+      jitted.program('evaluate', state.params, data.spec(jitted.data_sharding))
+  logging.info('Train and evaluation programs ready in %.1f s.', time.perf_counter() - t)
+  distributed.barrier('compiled')
+  return programs
 
 
 def host_batches(

@@ -1,9 +1,10 @@
 """`train_and_evaluate(config, workdir)`: the training loop, read top to bottom.
 
-Data (`input_pipeline`) -> the jitted steps (`steps.JittedSteps`: data parallel over every device
-of every process) -> the loop (step, log, epoch-end validation and checkpoint) -> the final
-evaluation of the best checkpoint (`evaluation`). Checkpoints, resume and SIGTERM are
-`checkpoints`; logs are `metric_writer` and `curves`.
+Data (`input_pipeline`, placed by `placement`: on the devices, in host memory or streamed) -> the
+programs of `steps.JittedSteps` (data parallel over every device of every process), compiled
+before the first step -> the loop (calls of `config.steps_per_call` steps, log, epoch-end
+validation and checkpoint) -> the final evaluation of the best checkpoint (`evaluation`).
+Checkpoints, resume and SIGTERM are `checkpoints`; logs are `metric_writer` and `curves`.
 """
 
 import concurrent.futures
@@ -108,7 +109,7 @@ def train_and_evaluate(
     )
     for s in ('valid', 'test')
   }
-  programs = _compile(jitted, state, train_data, set(calls), eval_data)
+  programs = placement.compile_programs(jitted, state, train_data, set(calls), eval_data)
   t_window, step_window, plots = time.time(), step, concurrent.futures.ThreadPoolExecutor(1)
   with checkpoints.Preemption() as preemption, train_data, plots:
     for i, k in enumerate(calls):
@@ -180,29 +181,6 @@ def train_and_evaluate(
   _plot_curves(writer, workdir, jitted.task.key_metrics, steps_per_epoch)
   writer.close()
   return results
-
-
-def _compile(jitted: steps.JittedSteps, state, train_data, lengths, eval_data) -> dict:
-  """The train program for each call length and the evaluation programs, compiled (or loaded
-  from the persistent cache) before the first step: nothing compiles during training."""
-  t = time.perf_counter()
-  name = 'train_resident' if train_data.resident else 'train_chunk'
-  programs = {
-    k: jitted.program(
-      name, state, train_data.spec(k), **({'num_steps': k} if train_data.resident else {})
-    )
-    for k in sorted(lengths)
-  }
-  for data in eval_data.values():
-    if data.resident:
-      jitted.program(
-        'evaluate_resident', state.params, data.arrays, batch_size=data.global_batch_size
-      )
-    else:
-      jitted.program('evaluate', state.params, data.spec(jitted.data_sharding))
-  logging.info('Train and evaluation programs ready in %.1f s.', time.perf_counter() - t)
-  distributed.barrier('compiled')  # processes start stepping together.
-  return programs
 
 
 def _position(state: steps.TrainState) -> dict:
