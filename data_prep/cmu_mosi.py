@@ -18,6 +18,7 @@ CSD_FILES = csd.CsdFiles(
   word_vectors='CMU_MOSI_TimestampedWordVectors.csd',
   audio='CMU_MOSI_COVAREP.csd',
   vision='CMU_MOSI_Visual_Facet_42.csd',
+  standard_folds='cmu_mosi',
 )
 
 
