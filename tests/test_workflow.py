@@ -18,7 +18,6 @@ from configs import synthetic
 from fasca_jax import curves
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
-from fasca_jax import metrics
 from fasca_jax import steps
 from fasca_jax import tasks
 from fasca_jax import train_lib
@@ -265,10 +264,10 @@ def test_eval_predictions_round_trip(sweep_dir, tmp_path):
       stored += [i for i, v in zip(batch['id'], batch['valid']) if v]
     assert ids == stored  # every example once, in dataset order.
     assert set(split_rows[0]) == {'id', 'split', 'prediction', 'label'}
-    recomputed = metrics.sentiment_metrics(
-      [r['prediction'] for r in split_rows], [r['label'] for r in split_rows]
-    )
+    preds, labels = [r['prediction'] for r in split_rows], [r['label'] for r in split_rows]
+    recomputed = tasks.from_config(config).metrics(preds, labels)  # MMSA's, RMSE, AUC.
     expected = {k: v for k, v in trained[split].items() if k != 'loss'}
+    assert list(expected)[-3:] == ['RMSE', 'Has0_AUC', 'Non0_AUC']
     assert recomputed == pytest.approx(expected, rel=0, abs=0, nan_ok=True)  # exactly.
 
 
