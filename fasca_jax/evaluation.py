@@ -15,6 +15,9 @@ Predictions (`eval.py --predictions=FILE`): one object per real example, in eval
   iemocap         {"id", "split", "prediction": [4 ints], "label": [4 ints],
                    "probabilities": [4 x [P(absent), P(present)]]}, emotions in the order
                    Neutral, Happy, Sad, Angry (`label_names.IEMOCAP_EMOTIONS`)
+  mosei_emotions  {"id", "split", "prediction": [6 ints], "label": [6 ints],
+                   "probabilities": [6 P(present)], "intensities": [6 floats]}, emotions in the
+                   order of `label_names.MOSEI_EMOTIONS`
 
 Floats are the model's float32 values written exactly (json's shortest repr of the float64 that
 holds them). `pandas.read_json(FILE, lines=True)` or `[json.loads(l) for l in open(FILE)]`
