@@ -216,7 +216,7 @@ def align_to_words(targets: np.ndarray, intervals: np.ndarray, features: np.ndar
   intervals, features = intervals[order], features[order]
   dtype = np.result_type(features.dtype, np.float32)
   means = np.zeros((len(targets), features.shape[1]), dtype)
-  spans = np.array(targets, copy=True)
+  spans = targets.astype(np.result_type(targets.dtype, intervals.dtype))  # a copy.
   covered = np.zeros(len(targets), bool)
   for lo in range(0, len(targets), WORD_BLOCK):
     block = targets[lo : lo + WORD_BLOCK]
