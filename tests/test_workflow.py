@@ -73,6 +73,7 @@ def test_sweep_writes_summary_of_three_seeds(sweep_dir):
   with open(os.path.join(workdir, 'summary.csv'), newline='') as f:
     rows = {(r['split'], r['metric']): r for r in csv.DictReader(f)}
   assert {split for split, _ in rows} == {'valid', 'test'}
+  assert {('test', 'RMSE'), ('test', 'Has0_AUC'), ('test', 'Non0_AUC')} <= set(rows)
   for (split, metric), row in rows.items():
     values = [per_seed[s][split][metric] * (1 if metric == 'loss' else 100) for s in SEEDS]
     assert row['n_seeds'] == '3'
