@@ -47,7 +47,7 @@ class Task:
     if self.metrics_convention not in METRICS_CONVENTIONS:
       raise ValueError(
         f'config.metrics_convention={self.metrics_convention!r}: expected one of '
-        f"{METRICS_CONVENTIONS} (mmsa: MMSA metricsTop only; mult: adds MulT's values)"
+        f"{METRICS_CONVENTIONS} (mmsa: MMSA's sentiment metrics; mult: adds MulT's beside them)"
       )
 
   @property
