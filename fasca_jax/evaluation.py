@@ -2,7 +2,9 @@
 run's `results.json`, and per-example predictions as JSON lines.
 
 `results.json`: split ('valid', 'test', 'train') -> metric -> value, merged across calls, the
-metrics in the order the task computes them; process 0 writes it.
+metrics in the order the task computes them; process 0 writes it. Splits evaluated at another
+step than the best one (the best step was unreadable) are also listed under `not_best_step`:
+split -> {"step": the step evaluated, "reason": e.g. "best step 6 is unreadable"}.
 
 Predictions (`eval.py --predictions=FILE`): one object per real example, in evaluation order
 (`evaluate`), splits one after the other:
@@ -29,12 +31,15 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from fasca_jax import checkpoints
+from fasca_jax import config_io
 from fasca_jax import distributed
 from fasca_jax import input_pipeline
 from fasca_jax import steps
 from fasca_jax import tasks
 
 RESULTS_FILE = 'results.json'
+# results.json key: split -> {'step', 'reason'} for splits not evaluated at the best step.
+FALLBACK_KEY = 'not_best_step'
 SPLITS = {'train': 'train', 'valid': 'validation', 'test': 'test'}  # name -> dataset split
 
 
@@ -76,6 +81,12 @@ def evaluate(
   return results, host
 
 
+EVAL_REMEDY = (
+  "omit --config to evaluate with the run's own config (its config.json), or pass the config "
+  'it was trained with'
+)
+
+
 def evaluate_run(
   config,
   workdir: str,
@@ -87,19 +98,26 @@ def evaluate_run(
 ) -> dict:
   """Restores the best checkpoint of `workdir` (latest if none) and evaluates it on `splits`.
 
-  Splits are 'train', 'valid' or 'test'. Results are merged into workdir/results.json. With
-  `predictions_path` (relative: to the current directory), every example's prediction goes
+  `config` None takes the run's own config (workdir/config.json); a config that differs from it
+  in a guarded field is refused (`checkpoints.guard_config`). Splits are 'train', 'valid' or
+  'test'. Results are merged into workdir/results.json; when the best step is unreadable, the
+  newest readable step is evaluated instead and `results.json[FALLBACK_KEY]` records it per split.
+  With `predictions_path` (relative: to the current directory), every example's prediction goes
   there as JSON lines, the splits in the order given. `jitted` and `dataset` (the training
   loop's) save compiling and opening them again.
   """
+  if config is None:
+    config = config_io.load(workdir)
+  else:
+    checkpoints.guard_config(config, workdir, remedy=EVAL_REMEDY)
   dataset = dataset or input_pipeline.open_dataset(config)
   jitted = jitted or steps.JittedSteps(config)
-  state, _ = checkpoints.restore_best(config, workdir)
+  restored = checkpoints.restore_best(config, workdir)
   results, rows = {}, []
   for split in splits:
     results[split], host = evaluate(
       jitted,
-      state.params,
+      restored.state.params,
       dataset,
       split,
       batch_size=config.eval_batch_size,
@@ -107,7 +125,8 @@ def evaluate_run(
     )
     if predictions_path is not None:
       rows.extend(prediction_rows(jitted.task, split, host))
-  write_results(workdir, results)
+  fallback = restored.fallback and {'step': restored.step, 'reason': restored.fallback}
+  write_results(workdir, results, fallback=fallback)
   if predictions_path is not None and jax.process_index() == 0:
     count = write_predictions(predictions_path, rows)
     logging.info('Wrote %d predictions to %s.', count, os.path.abspath(predictions_path))
@@ -124,11 +143,19 @@ def read_results(workdir: str) -> dict:
     return json.load(f)
 
 
-def write_results(workdir: str, results: dict):
-  """Merges split -> metric -> value into workdir/results.json (process 0 only)."""
+def write_results(workdir: str, results: dict, *, fallback: dict | None = None):
+  """Merges split -> metric -> value into workdir/results.json (process 0 only).
+
+  `fallback` ({'step': int, 'reason': str}) marks these splits as evaluated at a step other than
+  the best one, under `FALLBACK_KEY`; without it their mark (if any) is removed.
+  """
   if jax.process_index():
     return
   merged = {**read_results(workdir), **results}
+  marks = {s: m for s, m in merged.pop(FALLBACK_KEY, {}).items() if s not in results}
+  marks.update(dict.fromkeys(results, fallback) if fallback else {})
+  if marks:
+    merged[FALLBACK_KEY] = marks
   with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
     json.dump(merged, f, indent=2)  # metrics in the order the task computes them.
 
