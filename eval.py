@@ -5,15 +5,11 @@ r"""Evaluates the best checkpoint of a training run and prints the metric table.
   python eval.py --config=configs/synthetic.py --workdir=workdirs/synthetic --config.data_dir=DIR
 
 The config is the run's own (--workdir/config.json) unless --config is given; a --config that
-differs from it in what was trained (model, task, data shape, optimizer, ...) is refused, while
-run-control fields (data_dir, eval_batch_size, num_workers, ...) may differ
-(`fasca_jax.checkpoints.RUN_CONTROL_FIELDS`). When the best checkpoint is unreadable, the newest
-readable step is evaluated instead, with a warning, and results.json records that step.
-
---predictions writes one JSON line per example (id, split, prediction, label and, for
-classification, class probabilities; `fasca_jax.evaluation`), in dataset order; a relative
-path is relative to the current directory. For a seed sweep, evaluate one seed's run:
---workdir=DIR/seed_<n>.
+differs from it in what evaluation depends on (model, task, data shape, dtype, ...) is refused,
+while run-control and training-only fields (data_dir, eval_batch_size, seed, optimizer, ...) may
+differ (`fasca_jax.checkpoints.EVAL_FREE_FIELDS`), e.g. a sweep's config on one seed's run.
+When the best checkpoint is unreadable, the newest readable step is evaluated instead, with a
+warning, and results.json records that step.
 """
 
 from absl import flags

@@ -1,6 +1,6 @@
 """A run's checkpoints: one Orbax `CheckpointManager` in `workdir/checkpoints`, keeping the latest
-`config.keep_checkpoints` steps and the best step on validation loss; resume, unreadable steps set
-aside, SIGTERM, and the checks of a workdir before training.
+`config.keep_checkpoints` steps and the best step on validation loss; resume, the config guard,
+unreadable steps set aside, SIGTERM / SIGINT, and the checks of a workdir before training.
 
 Each step directory holds `state` (the `TrainState`), `extra` (JSON: the data position) and, for
 the steps saved at an epoch end, Orbax's `metrics` (`{'valid_loss', 'step'}`). Orbax's
@@ -11,18 +11,24 @@ validation loss, the earlier one on a tie. Saves are asynchronous; every process
 A run's saved config (`workdir/config.json`) is the truth about its checkpoints and results.
 `guard_config` compares it with the config asked for before anything in the workdir is touched,
 and refuses, in one line naming each differing field with both values, any difference outside
-`RUN_CONTROL_FIELDS`:
+`RUN_CONTROL_FIELDS` and `GROWING_FIELDS`:
 
   may differ (how the run is driven, never what it trains):
     data_dir, num_workers, eval_batch_size, log_every_steps, keep_checkpoints, skip_nonfinite,
     seeds, model.attention, model.deform_method (the same maths computed another way)
+  may grow, never shrink:
+    num_epochs (a finished or interrupted run continues to the new length; the learning-rate
+    schedule of the steps still to come is the new length's, so such a run differs from one
+    trained at that length from the start; a shorter run would leave results and checkpoints
+    of a longer one under a config.json that does not describe them)
   must be equal (everything else), e.g.:
     dataset.*, modalities, dims.*, max_len.*, task, num_classes, target_key, model.*, dtype,
-    aux_loss_weight, optimizer.*, seed, batch_size, num_epochs
+    aux_loss_weight, optimizer.*, seed, batch_size
+  except that evaluation and inference (eval.py, predict.py, visualize.py) also accept other
+  values of the fields that shape training only (`TRAINING_ONLY_FIELDS`: seed, batch_size,
+  num_epochs, optimizer.*), e.g. a sweep's base config on one seed's run.
 
-`num_epochs` and the optimizer are guarded because the learning-rate schedule spans the whole run:
-a run resumed with more epochs would match no uninterrupted run of either length. With
-`replace=True` a differing run is moved aside whole (to `<workdir>.replaced-<time>`, never
+With `replace=True` a differing run is moved aside whole (to `<workdir>.replaced-<time>`, never
 deleted) and the workdir starts anew.
 
 A checkpoint that does not read back is set aside (`<step>.unreadable-<time>`) only when it is
@@ -66,6 +72,12 @@ RUN_CONTROL_FIELDS = (
   'model.attention',
   'model.deform_method',
 )
+# Fields that may grow on resume (never shrink): more epochs continue a run.
+GROWING_FIELDS = ('num_epochs',)
+# Fields that shape training only: evaluation and inference of a finished run may also be asked
+# with other values (e.g. the sweep's base config on one seed's run). A name covers its subfields.
+TRAINING_ONLY_FIELDS = ('seed', 'batch_size', 'num_epochs', 'optimizer')
+EVAL_FREE_FIELDS = RUN_CONTROL_FIELDS + TRAINING_ONLY_FIELDS
 MAX_LISTED = 6  # differing fields (or arrays) named in one error line; the rest are counted.
 TRAIN_REMEDY = (
   'resume it with the config it was trained with (its config.json), choose another --workdir, '
@@ -101,16 +113,20 @@ def _flat(config) -> dict[str, Any]:
   return flat
 
 
-def config_differences(saved, requested) -> list[tuple[str, Any, Any]]:
-  """[(field, saved value, requested value)] for the guarded fields (all but
-  `RUN_CONTROL_FIELDS`) that differ, in the requested config's order; a field only one config
-  has gets `ABSENT` for the other."""
+def config_differences(
+  saved, requested, free: tuple[str, ...] = RUN_CONTROL_FIELDS
+) -> list[tuple[str, Any, Any]]:
+  """[(field, saved value, requested value)] for the guarded fields (all but those in or under
+  `free`, and `GROWING_FIELDS` that grow) that differ, in the requested config's order; a field
+  only one config has gets `ABSENT` for the other."""
   a, b = _flat(saved), _flat(requested)
   fields = list(b) + [k for k in a if k not in b]
   return [
     (k, a.get(k, ABSENT), b.get(k, ABSENT))
     for k in fields
-    if k not in RUN_CONTROL_FIELDS and a.get(k, ABSENT) != b.get(k, ABSENT)
+    if not any(k == f or k.startswith(f + '.') for f in free)
+    and a.get(k, ABSENT) != b.get(k, ABSENT)
+    and not (k in GROWING_FIELDS and k in a and k in b and b[k] > a[k])
   ]
 
 
@@ -125,6 +141,7 @@ def guard_config(
   *,
   replace: bool = False,
   remedy: str = TRAIN_REMEDY,
+  free: tuple[str, ...] = RUN_CONTROL_FIELDS,
 ) -> None:
   """Refuses `config` for the run in `workdir` when it differs from the run's config.json in a
   guarded field (module docstring); reads only, so a refusal leaves the workdir as it was. A run
@@ -136,6 +153,8 @@ def guard_config(
     workdir: the run directory (nothing to guard when it holds no run).
     replace: move a differing run aside to `<workdir>.replaced-<time>` instead of refusing.
     remedy: what the user can do, ending the error message.
+    free: the fields that may differ: RUN_CONTROL_FIELDS to train, EVAL_FREE_FIELDS to
+      evaluate or predict.
 
   Raises:
     ConfigMismatchError: one line naming each differing field, the run's value and the asked
@@ -144,7 +163,7 @@ def guard_config(
   """
   try:
     if os.path.isfile(os.path.join(workdir, config_io.CONFIG_FILE)):
-      differences = config_differences(config_io.load(workdir), config)
+      differences = config_differences(config_io.load(workdir), config, free)
       if differences:
         listed = _listed([f'{k} {a!r} but config.{k}={b!r}' for k, a, b in differences])
         raise ConfigMismatchError(f'workdir {workdir!r} holds a run with {listed}: {remedy}.')
@@ -320,6 +339,8 @@ class Checkpoints:
     return Restored(state, extra, int(state.step), fallback)
 
   def _restore(self, step: int, abstract: steps.TrainState, set_aside: bool):
+    path = os.path.join(self.directory, str(step))
+    check_tree(path, abstract)  # first: another model is not damage, never set it aside.
     try:
       restored = self._manager.restore(
         step,
@@ -329,8 +350,6 @@ class Checkpoints:
       )
       return restored['state'], restored['extra']
     except Exception as e:  # pylint: disable=broad-except
-      path = os.path.join(self.directory, str(step))
-      check_tree(path, abstract)  # another model is not damage: never set it aside.
       reason = (str(e).splitlines() or [''])[0][:300]
       logging.warning(
         'Skipping unreadable checkpoint %s (%s: %s); trying an older one.',

@@ -99,7 +99,8 @@ def evaluate_run(
   """Restores the best checkpoint of `workdir` (latest if none) and evaluates it on `splits`.
 
   `config` None takes the run's own config (workdir/config.json); a config that differs from it
-  in a guarded field is refused (`checkpoints.guard_config`). Splits are 'train', 'valid' or
+  in a field that matters to evaluation is refused (`checkpoints.guard_config` with
+  `EVAL_FREE_FIELDS`). Splits are 'train', 'valid' or
   'test'. Results are merged into workdir/results.json; when the best step is unreadable, the
   newest readable step is evaluated instead and `results.json[FALLBACK_KEY]` records it per split.
   With `predictions_path` (relative: to the current directory), every example's prediction goes
@@ -109,7 +110,7 @@ def evaluate_run(
   if config is None:
     config = config_io.load(workdir)
   else:
-    checkpoints.guard_config(config, workdir, remedy=EVAL_REMEDY)
+    checkpoints.guard_config(config, workdir, remedy=EVAL_REMEDY, free=checkpoints.EVAL_FREE_FIELDS)
   dataset = dataset or input_pipeline.open_dataset(config)
   jitted = jitted or steps.JittedSteps(config)
   restored = checkpoints.restore_best(config, workdir)

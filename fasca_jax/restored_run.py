@@ -27,7 +27,12 @@ class RestoredRun:
     if config is None:
       config = config_io.load(workdir)
     else:
-      checkpoints.guard_config(config, workdir, remedy="omit --config to use the run's own config")
+      checkpoints.guard_config(
+        config,
+        workdir,
+        remedy="omit --config to use the run's own config",
+        free=checkpoints.EVAL_FREE_FIELDS,
+      )
     self.config = config
     self.params = checkpoints.restore_best(self.config, workdir).state.params
     self.model = fasca_net.build(self.config)
