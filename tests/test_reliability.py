@@ -179,7 +179,9 @@ def test_guarded_and_run_control_fields():
     node, leaf = (asked.model, field[6:]) if field.startswith('model.') else (asked, field)
     node[leaf] = value
   assert checkpoints.config_differences(saved, asked) == []
-  asked.optimizer.lr, asked.num_epochs, asked.seed = 0.5, 3, 7
+  asked.num_epochs = 5  # more epochs: the run continues.
+  assert checkpoints.config_differences(saved, asked) == []
+  asked.optimizer.lr, asked.num_epochs, asked.seed = 0.5, 1, 7  # fewer epochs: refused.
   asked.batch_size, asked.dtype, asked.max_len.text = 8, 'bfloat16', 20
   asked.dataset.config, asked.model.dropout = 'short', 0.3
   assert checkpoints.config_differences(saved, asked) == [  # fields in ConfigDict (sorted) order.
@@ -188,9 +190,15 @@ def test_guarded_and_run_control_fields():
     ('dtype', 'float32', 'bfloat16'),
     ('max_len.text', 12, 20),
     ('model.dropout', 0.2, 0.3),
-    ('num_epochs', 2, 3),
+    ('num_epochs', 2, 1),
     ('optimizer.lr', 1e-3, 0.5),
     ('seed', 1111, 7),
+  ]
+  assert checkpoints.config_differences(saved, asked, checkpoints.EVAL_FREE_FIELDS) == [
+    ('dataset.config', 'tiny', 'short'),  # evaluation: the fields that shape training only
+    ('dtype', 'float32', 'bfloat16'),  # (seed, batch_size, num_epochs, optimizer.*) may differ.
+    ('max_len.text', 12, 20),
+    ('model.dropout', 0.2, 0.3),
   ]
   saved_dict = saved.to_dict()
   del saved_dict['model']['aux_heads']  # e.g. a config.json written before that field existed.
@@ -240,8 +248,11 @@ def test_eval_takes_the_runs_config_and_refuses_another(trained_run):
   proc = _run('eval.py', '--config=configs/synthetic.py', f'--workdir={workdir}')
   assert proc.returncode == 1
   (line,) = _error_lines(proc.stderr)
-  assert line.startswith(f"error: workdir '{workdir}' holds a run with batch_size 16 but ")
-  assert "dataset.config 'tiny' but config.dataset.config='short'" in line
+  assert line.startswith(
+    f"error: workdir '{workdir}' holds a run with dataset.config 'tiny' but "
+    "config.dataset.config='short', max_len.audio 30 but config.max_len.audio=60, "
+  )
+  assert 'batch_size' not in line  # training-only fields may differ in evaluation.
   assert line.endswith(
     "omit --config to evaluate with the run's own config (its config.json), "
     'or pass the config it was trained with.'

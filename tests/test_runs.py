@@ -93,3 +93,26 @@ def test_run_trains_missing_variants_and_reuses_finished_ones(tmp_path):
   saved = config_io.load(str(tmp_path / 'runs' / 'no_fusion'))
   assert saved.to_dict() == ablations.apply(config, 'no_fusion').to_dict()
   assert not saved.model.use_fusion
+
+
+def test_ablation_rerun_with_another_config_refuses_and_trains_nothing(tmp_path):
+  """A finished variant trained with d_model 16, rerun with d_model 32: refused before any
+  variant trains (the old metrics are never tabulated beside the new parameter count); the same
+  config reuses it."""
+  config = tiny()
+  config.data_dir = str(tmp_path / 'tfds')
+  config.num_epochs = 1
+  root = tmp_path / 'runs'
+  _fake_run(str(root / 'full'), (6,), ('valid', 'test'))
+  config_io.save(ablations.apply(config, 'full'), str(root / 'full'))
+  bigger = config.copy_and_resolve_references()
+  bigger.model.d_model = 32
+  with pytest.raises(
+    checkpoints.ConfigMismatchError,
+    match=rf"workdir '{root / 'full'}' holds a run with model.d_model 16 but "
+    r'config.model.d_model=32: rerun with the values it was trained with',
+  ):
+    runs.run_ablations(bigger, str(root), ['no_fusion', 'full'])
+  assert not (root / 'no_fusion').exists() and not (root / tables.ABLATION_MD).exists()
+  table = runs.run_ablations(config, str(root), ['full'])  # the same config: reused.
+  assert table['full']['test'] == {'loss': 1.0}
