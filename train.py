@@ -9,9 +9,10 @@ Re-running the same command resumes from the newest checkpoint in --workdir. Wit
 ± std over seeds (`fasca_jax.runs`); re-running skips finished seeds.
 
 A --workdir holding a run trained with another config (model, task, data shape, optimizer, seed,
-batch size, epochs; `fasca_jax.checkpoints.RUN_CONTROL_FIELDS` may differ) is refused before
-anything in it is touched; --replace moves that run aside to <workdir>.replaced-<time> and
-trains anew. Ctrl-C (SIGINT), like SIGTERM, saves the step and stops; the same command resumes.
+batch size, fewer epochs; `fasca_jax.checkpoints.RUN_CONTROL_FIELDS` may differ, num_epochs may
+grow) is refused before anything in it is touched; --replace moves that run aside to
+<workdir>.replaced-<time> and trains anew. Ctrl-C (SIGINT), like SIGTERM, saves the step and
+stops; the same command resumes.
 """
 
 import os

@@ -76,8 +76,9 @@ def ensure_built(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   first build into one shared directory: build on one process first.
 
   Raises:
-    FileNotFoundError: the dataset is not built and needs manual files; the message gives the
-      command that builds it.
+    MissingError (a FileNotFoundError): the dataset is not built and needs manual files; the
+      message gives the command that builds it.
+    ConfigError: an unknown dataset or builder config (`get_builder`).
   """
   builder = get_builder(config)
   if builder.is_prepared():
