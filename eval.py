@@ -1,13 +1,15 @@
 r"""Evaluates the best checkpoint of a training run and prints the metric table.
 
-  python eval.py --config=configs/synthetic.py --workdir=workdirs/synthetic --split=test
-  python eval.py --config=configs/synthetic.py --workdir=workdirs/synthetic --split=valid \
-      --split=test --predictions=pred.jsonl
+  python eval.py --workdir=workdirs/synthetic --split=test
+  python eval.py --workdir=workdirs/synthetic --split=valid --split=test --predictions=pred.jsonl
+  python eval.py --config=configs/synthetic.py --workdir=workdirs/synthetic --config.data_dir=DIR
 
---predictions writes one JSON line per example (id, split, prediction, label and, for
-classification, class probabilities; `fasca_jax.evaluation`), in dataset order; a relative
-path is relative to the current directory. For a seed sweep, evaluate one seed's run:
---workdir=DIR/seed_<n>.
+The config is the run's own (--workdir/config.json) unless --config is given; a --config that
+differs from it in what evaluation depends on (model, task, data shape, dtype, ...) is refused,
+while run-control and training-only fields (data_dir, eval_batch_size, seed, optimizer, ...) may
+differ (`fasca_jax.checkpoints.EVAL_FREE_FIELDS`), e.g. a sweep's config on one seed's run.
+When the best checkpoint is unreadable, the newest readable step is evaluated instead, with a
+warning, and results.json records that step.
 """
 
 from absl import flags
@@ -18,7 +20,7 @@ from fasca_jax import evaluation
 from fasca_jax import metrics
 
 _CONFIG = config_flags.DEFINE_config_file(
-  'config', None, 'Config file (configs/*.py[:arg]).', lock_config=True
+  'config', None, "Config file (default: the run's own workdir/config.json).", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _SPLIT = flags.DEFINE_multi_enum(
@@ -27,7 +29,7 @@ _SPLIT = flags.DEFINE_multi_enum(
 _PREDICTIONS = flags.DEFINE_string(
   'predictions', None, 'Write per-example predictions of the split(s) to this JSONL file.'
 )
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):

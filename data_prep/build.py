@@ -11,15 +11,18 @@ which folds file was used). An already built dataset is reused (and summarised) 
 --overwrite.
 """
 
-import importlib
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+from data_prep import registry
 from data_prep import sources
+from fasca_jax import errors
+from fasca_jax import logs
 
 _DATASET = flags.DEFINE_string(
   'dataset', None, 'Builder name, also its module data_prep.<dataset>.', required=True
@@ -46,18 +49,7 @@ _FEATURES_DIR = flags.DEFINE_string(
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', None, 'Extraction processes (meld).')
 
 
-def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
-  """The builder named `dataset`, defined in module `data_prep.<dataset>`."""
-  module = importlib.import_module(f'data_prep.{dataset}')
-  for value in vars(module).values():
-    if (
-      isinstance(value, type)
-      and issubclass(value, tfds.core.DatasetBuilder)
-      and value.__module__ == module.__name__
-      and value.name == dataset
-    ):
-      return value
-  raise ValueError(f'data_prep.{dataset} defines no TFDS builder named {dataset!r}')
+builder_class = registry.builder_class  # the builder named `dataset`, in data_prep.<dataset>.
 
 
 def build(
@@ -73,6 +65,7 @@ def build(
 
   `builder_kwargs` (e.g. meld's text_model_dir) go to the builder's constructor.
   """
+  registry.check(dataset, config, flags=('--dataset', '--config'))
   if data_dir is not None:
     data_dir = os.path.expanduser(data_dir)
   cls = builder_class(dataset)
@@ -87,7 +80,7 @@ def build(
     if overwrite
     else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
   )
-  tfds.display_progress_bar(True)
+  tfds.disable_progress_bar()  # TFDS's bars name its temporary incomplete.* folders.
   builder.download_and_prepare(
     download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode),
     file_format='array_record',
@@ -137,14 +130,19 @@ def main(argv):
     'features_dir': _FEATURES_DIR.value,
     'num_workers': _NUM_WORKERS.value,
   }
-  builder = build(
-    _DATASET.value,
-    _CONFIG.value,
-    manual_dir=_MANUAL_DIR.value,
-    data_dir=_DATA_DIR.value,
-    overwrite=_OVERWRITE.value,
-    **{k: v for k, v in options.items() if v is not None},
-  )
+  logs.setup_logging()
+  try:
+    builder = build(
+      _DATASET.value,
+      _CONFIG.value,
+      manual_dir=_MANUAL_DIR.value,
+      data_dir=_DATA_DIR.value,
+      overwrite=_OVERWRITE.value,
+      **{k: v for k, v in options.items() if v is not None},
+    )
+  except errors.UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
   print(summary(builder))
 
 

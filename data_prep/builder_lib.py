@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import csd, mmsa, mult, sources
+from data_prep import csd, mmsa, mult, quiet, sources
 from fasca_jax import label_names
 
 
@@ -190,7 +190,7 @@ def read_source(
   )
 
 
-class AffectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class AffectBuilder(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Builds one `SourceConfig` from the manual dir; subclasses set BUILDER_CONFIGS."""
 
   VERSION = tfds.core.Version('1.1.0')
@@ -233,8 +233,19 @@ class AffectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for name in config.manual_files():
       self._repair_log.add_source(manual_dir / name)
     splits = read_source(config, os.fspath(manual_dir), self._repair_log)
-    return {split: self._generate_examples(examples) for split, examples in splits.items()}
+    return {split: self._generate_examples(split, examples) for split, examples in splits.items()}
 
-  def _generate_examples(self, examples):
-    """Keys are positions, so the built order is the source order."""
-    yield from enumerate(examples)
+  def _generate_examples(self, split: str, examples):
+    """Keys are positions, so the built order is the source order.
+
+    Raises:
+      SourceError: the split has no example left (e.g. every label was non-finite), naming
+        what was dropped (TFDS would fail with a bare AssertionError).
+    """
+    count = 0
+    for count, example in enumerate(examples, 1):
+      yield count - 1, example
+    if not count:
+      source_split = {v: k for k, v in sources.SPLIT_NAMES.items()}.get(split, split)
+      name = f'{self.name}/{self.builder_config.name}'
+      raise sources.empty_split_error(name, source_split, self._repair_log)

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from data_prep import safe_pickle
+from fasca_jax import errors
 
 # Split names in the released files -> TFDS split names.
 SPLIT_NAMES = {'train': 'train', 'valid': 'validation', 'test': 'test'}
@@ -38,8 +39,9 @@ def file_digest(path) -> dict:
   return {'sha256': digest.hexdigest(), 'bytes': os.path.getsize(path)}
 
 
-class SourceError(ValueError):
-  """A source file does not follow its documented format."""
+class SourceError(errors.UserError, ValueError):
+  """A source file does not follow its documented format (`python -m data_prep.build` prints
+  the message as one line)."""
 
 
 def where(path, split=None, example=None, field=None) -> str:
@@ -66,6 +68,7 @@ class RepairLog:
   Splits are named as in the source ('train', 'valid', 'test'; 'unassigned' for CSD videos in no
   fold). Kinds and what their count counts:
     nonfinite_to_zero         feature values set to 0
+    not_utf8_to_cp1252        MELD CSV lines with bytes that are not UTF-8 (each line listed)
     dropped_nonfinite_label   examples dropped
     generated_id              ids generated (MulT split without `id`)
     dropped_no_words          CSD segments dropped (no word inside)
@@ -97,12 +100,26 @@ class RepairLog:
     """Records a sentence about the build (e.g. topic 'folds': which folds file was used)."""
     self.notes[topic] = text
 
-  def add(self, kind: str, *, path, split: str, example: str, field: str, count: int = 1):
-    """Records `count` events of `kind` on `field` of `example` from file `path`."""
+  def add(
+    self,
+    kind: str,
+    *,
+    path,
+    split: str,
+    example: str,
+    field: str,
+    count: int = 1,
+    keep_all: bool = False,
+  ):
+    """Records `count` events of `kind` on `field` of `example` from file `path`.
+
+    The entry keeps the first MAX_EXAMPLE_IDS examples, or every one with `keep_all` (for rare
+    events that must all be traceable, e.g. the CSV lines that are not UTF-8).
+    """
     entry = self._entries[(split, field, kind)]
     entry.count += int(count)
     entry.files.add(os.path.basename(os.fspath(path)))
-    if len(entry.examples) < MAX_EXAMPLE_IDS and example not in entry.examples:
+    if (keep_all or len(entry.examples) < MAX_EXAMPLE_IDS) and example not in entry.examples:
       entry.examples.append(example)
 
   def counts(self) -> dict[tuple[str, str, str], int]:
@@ -174,14 +191,7 @@ class RepairLog:
     if not rows:
       return 'no repairs or drops'
     table = [('split', 'field', 'kind', 'count', 'files; e.g. examples')] + [
-      (
-        r['split'],
-        r['field'],
-        r['kind'],
-        str(r['count']),
-        f'{", ".join(r["files"])}; e.g. {", ".join(r["examples"])}',
-      )
-      for r in rows
+      (r['split'], r['field'], r['kind'], str(r['count']), _files_and_examples(r)) for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     return '\n'.join(
@@ -196,6 +206,41 @@ class RepairLog:
     lines = [f'{d["sha256"]}  {d["bytes"]:>13,d}  {name}' for name, d in self.sources.items()]
     lines += [f'{topic}: {text}' for topic, text in self.notes.items()]
     return '\n'.join(lines)
+
+
+def empty_split_error(name: str, split: str, log: 'RepairLog') -> SourceError:
+  """The error for a split left without examples: one line with what the log dropped there."""
+  drops = [
+    f'{r["kind"]} of {r["field"]}: {r["count"]} (e.g. {", ".join(r["examples"][:MAX_EXAMPLE_IDS])})'
+    for r in log.to_json()
+    if r['split'] == split
+  ]
+  return SourceError(
+    f'{name}: split {split!r} has no examples left'
+    + (f' after the repairs and drops: {"; ".join(drops)}' if drops else ' (the source has none)')
+    + '. Check the source files; nothing was written.'
+  )
+
+
+def row_count(part, keys, context: str) -> int:
+  """N of a split: the leading size that most of the `keys` arrays present in `part` share (the
+  earlier key on a tie), so that the array with a wrong row count is the one blamed.
+
+  Raises:
+    SourceError: none of `keys` is an array with rows.
+  """
+  sizes = [np.shape(part[k])[0] for k in keys if k in part and np.ndim(part[k])]
+  if not sizes:
+    raise SourceError(f'{context}: none of {list(keys)} holds rows')
+  counts = collections.Counter(sizes)
+  return max(counts, key=lambda n: (counts[n], -sizes.index(n)))
+
+
+def _files_and_examples(row: dict) -> str:
+  """'a.pkl; e.g. x, y, z' (+ how many more examples the repairs file lists)."""
+  shown, more = row['examples'][:MAX_EXAMPLE_IDS], len(row['examples']) - MAX_EXAMPLE_IDS
+  extra = f' (+{more} more in {REPAIRS_FILE})' if more > 0 else ''
+  return f'{", ".join(row["files"])}; e.g. {", ".join(shown)}{extra}'
 
 
 def require_keys(mapping, keys, context: str):

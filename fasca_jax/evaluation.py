@@ -5,6 +5,9 @@ run's `results.json`, and per-example predictions as JSON lines.
 metrics in the order the task computes them, plus one entry 'dataset' (`provenance.PROVENANCE_KEY`)
 naming the dataset, its version and its source files' SHA-256 (`fasca_jax.provenance`);
 process 0 writes it. `read_results` returns the splits only, `read_provenance` that entry.
+Splits evaluated at another step than the best one (the best step was unreadable) are also listed
+under `not_best_step`: split -> {"step": the step evaluated, "reason": e.g. "best step 6 is
+unreadable"}.
 
 Predictions (`eval.py --predictions=FILE`): one object per real example, in evaluation order
 (`evaluate`), splits one after the other:
@@ -34,6 +37,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from fasca_jax import checkpoints
+from fasca_jax import config_io
 from fasca_jax import distributed
 from fasca_jax import input_pipeline
 from fasca_jax import provenance
@@ -41,6 +45,9 @@ from fasca_jax import steps
 from fasca_jax import tasks
 
 RESULTS_FILE = 'results.json'
+# results.json key: split -> {'step', 'reason'} for splits not evaluated at the best step.
+FALLBACK_KEY = 'not_best_step'
+NOT_SPLITS = (provenance.PROVENANCE_KEY, FALLBACK_KEY)  # the entries of results.json not splits
 SPLITS = {'train': 'train', 'valid': 'validation', 'test': 'test'}  # name -> dataset split
 
 
@@ -82,6 +89,12 @@ def evaluate(
   return results, host
 
 
+EVAL_REMEDY = (
+  "omit --config to evaluate with the run's own config (its config.json), or pass the config "
+  'it was trained with'
+)
+
+
 def evaluate_run(
   config,
   workdir: str,
@@ -93,19 +106,27 @@ def evaluate_run(
 ) -> dict:
   """Restores the best checkpoint of `workdir` (latest if none) and evaluates it on `splits`.
 
-  Splits are 'train', 'valid' or 'test'. Results are merged into workdir/results.json. With
-  `predictions_path` (relative: to the current directory), every example's prediction goes
+  `config` None takes the run's own config (workdir/config.json); a config that differs from it
+  in a field that matters to evaluation is refused (`checkpoints.guard_config` with
+  `EVAL_FREE_FIELDS`). Splits are 'train', 'valid' or
+  'test'. Results are merged into workdir/results.json; when the best step is unreadable, the
+  newest readable step is evaluated instead and `results.json[FALLBACK_KEY]` records it per split.
+  With `predictions_path` (relative: to the current directory), every example's prediction goes
   there as JSON lines, the splits in the order given. `jitted` and `dataset` (the training
   loop's) save compiling and opening them again.
   """
+  if config is None:
+    config = config_io.load(workdir)
+  else:
+    checkpoints.guard_config(config, workdir, remedy=EVAL_REMEDY, free=checkpoints.EVAL_FREE_FIELDS)
   dataset = dataset or input_pipeline.open_dataset(config)
   jitted = jitted or steps.JittedSteps(config)
-  state, _ = checkpoints.restore_best(config, workdir)
+  restored = checkpoints.restore_best(config, workdir)
   results, rows = {}, []
   for split in splits:
     results[split], host = evaluate(
       jitted,
-      state.params,
+      restored.state.params,
       dataset,
       split,
       batch_size=config.eval_batch_size,
@@ -113,7 +134,8 @@ def evaluate_run(
     )
     if predictions_path is not None:
       rows.extend(prediction_rows(jitted.task, split, host))
-  write_results(workdir, results, dataset=provenance.of_builder(dataset.builder))
+  fallback = restored.fallback and {'step': restored.step, 'reason': restored.fallback}
+  write_results(workdir, results, dataset=provenance.of_builder(dataset.builder), fallback=fallback)
   if predictions_path is not None and jax.process_index() == 0:
     count = write_predictions(predictions_path, rows)
     logging.info('Wrote %d predictions to %s.', count, os.path.abspath(predictions_path))
@@ -132,8 +154,8 @@ def _read_file(workdir: str) -> dict:
 
 def read_results(workdir: str) -> dict:
   """The splits of workdir/results.json (split -> metric -> value), or {} when the run has none
-  yet; the 'dataset' entry is left out (`read_provenance`)."""
-  return {k: v for k, v in _read_file(workdir).items() if k != provenance.PROVENANCE_KEY}
+  yet; the 'dataset' and `FALLBACK_KEY` entries are left out (`read_provenance`)."""
+  return {k: v for k, v in _read_file(workdir).items() if k not in NOT_SPLITS}
 
 
 def read_provenance(workdir: str) -> dict | None:
@@ -141,9 +163,21 @@ def read_provenance(workdir: str) -> dict | None:
   return _read_file(workdir).get(provenance.PROVENANCE_KEY)
 
 
-def write_results(workdir: str, results: dict, dataset: dict | None = None):
+def read_fallbacks(workdir: str) -> dict:
+  """The `FALLBACK_KEY` entry of workdir/results.json: split -> {'step', 'reason'} for splits
+  evaluated at another step than the best one; {} when there are none."""
+  return _read_file(workdir).get(FALLBACK_KEY, {})
+
+
+def write_results(
+  workdir: str, results: dict, *, dataset: dict | None = None, fallback: dict | None = None
+):
   """Merges split -> metric -> value (and the `dataset` provenance entry, when given) into
-  workdir/results.json (process 0 only)."""
+  workdir/results.json (process 0 only).
+
+  `fallback` ({'step': int, 'reason': str}) marks these splits as evaluated at a step other than
+  the best one, under `FALLBACK_KEY`; without it their mark (if any) is removed.
+  """
   if jax.process_index():
     return
   merged = {**_read_file(workdir), **results}
@@ -157,6 +191,10 @@ def write_results(workdir: str, results: dict, dataset: dict | None = None):
         dataset,
       )
     merged = {provenance.PROVENANCE_KEY: dataset, **merged}
+  marks = {s: m for s, m in merged.pop(FALLBACK_KEY, {}).items() if s not in results}
+  marks.update(dict.fromkeys(results, fallback) if fallback else {})
+  if marks:
+    merged[FALLBACK_KEY] = marks
   with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
     json.dump(merged, f, indent=2)  # metrics in the order the task computes them.
 

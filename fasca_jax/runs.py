@@ -8,8 +8,12 @@ Two generators of named configs:
 
 Each run is a normal training run (its own checkpoints, config.json, results.json, metrics.jsonl,
 TensorBoard events and curves.png). Re-running the same command resumes: a finished run
-(`is_finished`) is reused, an interrupted one resumes from its checkpoints. The seeds of a sweep
-share one `steps.JittedSteps`, so the model compiles once.
+(`is_finished`) is reused, an interrupted one resumes from its checkpoints. Before anything
+trains, every run's saved config is compared with the one asked for (`checkpoints.guard_config`):
+a run trained with other values (e.g. another learning rate or d_model) is refused, naming the
+run and the fields, so stale results are never reused or tabulated; `replace=True` (the
+`--replace` flag) moves such runs aside and trains them anew. The seeds of a sweep share one
+`steps.JittedSteps`, so the model compiles once.
 """
 
 import os
@@ -29,6 +33,10 @@ from fasca_jax import train_lib
 from fasca_jax.models import fasca_net
 
 FINAL_SPLITS = ('valid', 'test')
+RUNS_REMEDY = (
+  'rerun with the values it was trained with, choose another --workdir, or pass --replace to '
+  'move the runs that differ aside and train them anew'
+)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -84,16 +92,28 @@ def is_finished(run_dir: str, total_steps: int) -> bool:
 
 
 def train_all(
-  runs: Mapping[str, ml_collections.ConfigDict], workdir: str, share_steps: bool = False
+  runs: Mapping[str, ml_collections.ConfigDict],
+  workdir: str,
+  share_steps: bool = False,
+  replace: bool = False,
 ) -> dict[str, dict] | None:
   """Trains (or reuses, when finished) each run into workdir/<name>/.
 
   With `share_steps` (runs that differ only in the seed) one `JittedSteps` serves them all.
+  Every run's config is checked against its saved config.json first (`checkpoints.guard_config`;
+  with `replace`, differing runs are moved aside and retrained).
 
   Returns:
-    name -> its results.json, or None when a run was stopped by SIGTERM (the same call
-    resumes it).
+    name -> its results.json, or None when a run was stopped by SIGTERM or SIGINT (the same
+    call resumes it).
+
+  Raises:
+    ConfigMismatchError: a run directory holds a run of another config (nothing was touched).
   """
+  for name, config in runs.items():  # all refusals before anything trains.
+    checkpoints.guard_config(
+      config, os.path.join(workdir, name), replace=replace, remedy=RUNS_REMEDY
+    )
   results, jitted = {}, None
   for i, (name, config) in enumerate(runs.items(), 1):
     run_dir = os.path.join(workdir, name)
@@ -114,14 +134,14 @@ def train_all(
   return results
 
 
-def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def run_seeds(config: ml_collections.ConfigDict, workdir: str, *, replace: bool = False) -> dict:
   """Trains every seed of `config.seeds` and writes the summary (workdir/summary.md, .csv).
 
-  Returns `tables.aggregate` of the seeds' results (split -> metric -> mean/std/values), or {}
-  when a run was stopped by SIGTERM.
+  `replace`: see `train_all`. Returns `tables.aggregate` of the seeds' results (split -> metric
+  -> mean/std/values), or {} when a run was stopped by SIGTERM or SIGINT.
   """
   runs = seed_runs(config)
-  results = train_all(runs, workdir, share_steps=True)
+  results = train_all(runs, workdir, share_steps=True, replace=replace)
   if results is None:
     return {}
   per_seed = {runs[name].seed: {s: r[s] for s in FINAL_SPLITS} for name, r in results.items()}
@@ -136,16 +156,22 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def run_ablations(
-  config: ml_collections.ConfigDict, workdir: str, names: Sequence[str] | None = None
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  names: Sequence[str] | None = None,
+  *,
+  replace: bool = False,
 ) -> dict:
   """Trains each variant and writes the ablation table (workdir/ablation.md, .json).
 
+  `replace`: see `train_all`.
+
   Returns:
     variant -> {'params': int, 'valid': metrics, 'test': metrics}, or {} when a run was stopped
-    by SIGTERM.
+    by SIGTERM or SIGINT.
   """
   runs = ablation_runs(config, names)
-  results = train_all(runs, workdir)
+  results = train_all(runs, workdir, replace=replace)
   if results is None:
     return {}
   table = {

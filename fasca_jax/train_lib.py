@@ -2,12 +2,11 @@
 
 Data (`input_pipeline`) -> the jitted steps (`steps.JittedSteps`: data parallel over every device
 of every process) -> the loop (step, log, epoch-end validation and checkpoint) -> the final
-evaluation of the best checkpoint (`evaluation`). Checkpoints, resume and SIGTERM are
-`checkpoints`; logs are `metric_writer` and `curves`.
+evaluation of the best checkpoint (`evaluation`). Checkpoints, resume, SIGTERM / SIGINT and the
+config guard are `checkpoints`; logs are `metric_writer` and `curves`.
 """
 
 import os
-import time
 
 from absl import logging
 import jax
@@ -37,12 +36,15 @@ def train_and_evaluate(
 
   Resumes automatically from the newest readable checkpoint in `workdir`; writes the config to
   workdir/config.json (`config_io.load` rebuilds it). Returns the final results (best checkpoint
-  on validation and test), also written to workdir/results.json, or {} when stopped by SIGTERM.
+  on validation and test), also written to workdir/results.json, or {} when stopped by SIGTERM
+  or SIGINT. A workdir holding a run of another config is refused before anything in it is
+  touched (`checkpoints.guard_config`).
   Logs to workdir/metrics.jsonl and TensorBoard event files, and draws workdir/curves.png after
   every epoch. `jitted` (the steps of a config that differs only in the seed) reuses compiled
   steps, as a seed sweep does.
   """
   c = config
+  checkpoints.guard_config(c, workdir)  # first: a refusal leaves the workdir as it was.
   distributed.check_batch_size(c.batch_size, 'batch_size')
   dataset = input_pipeline.open_dataset(c)
   steps_per_epoch = dataset.steps_per_epoch(c.batch_size)
@@ -88,30 +90,31 @@ def train_and_evaluate(
   position = lambda: {'data_state': train_iter.get_state().decode()}
 
   step, history = int(state.step), []
-  t_window, step_window = time.time(), step
+  first_step, throughput = step, metric_writer.Throughput(c.batch_size)
   with checkpoints.Preemption() as preemption:
     while step < total_steps:
       batch = input_pipeline.to_global(next(train_iter), jitted.data_sharding)
       state, step_metrics = jitted.train(state, batch)
       history.append(step_metrics)
       step += 1
+      if step == first_step + 1:
+        throughput.start(step, after=state)  # the first step compiles: time the ones after.
       if step % c.log_every_steps == 0 or step == total_steps:
         _check_nonfinite(c, state)
         scalars = {k: float(np.mean([jax.device_get(h[k]) for h in history])) for k in history[0]}
-        now = time.time()  # rate over the window (the first one includes compilation).
-        rate = (step - step_window) * c.batch_size / max(now - t_window, 1e-9)
+        rate = throughput.rate(step)
         logging.info(
-          'step %d/%d epoch %.2f loss %.4f lr %.2e | %.1f samples/s | ETA %s',
+          'step %d/%d epoch %.2f loss %.4f lr %.2e | %s',
           step,
           total_steps,
           step / steps_per_epoch,
           scalars['loss'],
           scalars['lr'],
-          rate,
-          _format_eta((total_steps - step) * c.batch_size / rate),
+          metric_writer.format_rate(rate, total_steps - step, c.batch_size),
         )
-        writer.write(step, 'train', {**scalars, 'samples_per_s': rate})
-        history, t_window, step_window = [], now, step
+        writer.write(step, 'train', {**scalars, **({'samples_per_s': rate} if rate else {})})
+        history = []
+        throughput.start(step)
       if step % steps_per_epoch == 0:
         _check_nonfinite(c, state)
         val, _ = evaluation.evaluate(
@@ -125,10 +128,13 @@ def train_and_evaluate(
           ' '.join(f'{k}={v:.4f}' for k, v in val.items()),
         )
         ckpt.save(state, position(), valid_loss=val['loss'])
+        throughput.start(step)  # the next window times training, not this validation.
       if preemption.should_stop():
         ckpt.save(state, position())
         ckpt.wait()
-        logging.warning('Stopped at step %d after SIGTERM; the same command resumes.', step)
+        logging.warning(
+          'Stopped at step %d after %s; the same command resumes.', step, preemption.reason
+        )
         writer.close()
         return {}
   ckpt.save(state, position())
@@ -178,8 +184,3 @@ def _plot_curves(
 ):
   if writer.enabled:
     curves.plot(writer.path, os.path.join(workdir, CURVES_FILE), key_metrics, steps_per_epoch)
-
-
-def _format_eta(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'

@@ -1,9 +1,10 @@
 """Subprocess side of tests/test_scaling.py: real `train.py` runs with a few probes attached.
 
-  python tests/scaling_helper.py train [--sigterm_after_step=K] [--sigkill_after_step=J
-      --wait_for_checkpoint=S] -- TRAIN_FLAGS...
-      train.py's main; after step K the process sends itself SIGTERM (handled by the trainer like
-      any SIGTERM); after step J, once checkpoint step S is on disk, it sends itself SIGKILL.
+  python tests/scaling_helper.py train [--sigterm_after_step=K] [--sigint_after_step=K]
+      [--sigkill_after_step=J --wait_for_checkpoint=S] -- TRAIN_FLAGS...
+      train.py's main; after step K the process sends itself SIGTERM or SIGINT (Ctrl-C; handled
+      by the trainer like any such signal); after step J, once checkpoint step S is on disk, it
+      sends itself SIGKILL.
   python tests/scaling_helper.py record --report=PATH -- TRAIN_FLAGS...
       train.py's main, recording the example ids this process read (per split), the files it
       opened for writing (seen by a `sys.addaudithook` hook on the `open` event) and a checksum
@@ -67,14 +68,18 @@ def _run_train(argv):
 
 
 def train_cmd(options, argv):
-  sigterm = int(options.get('sigterm_after_step', -1))
+  stops = {
+    int(options[f'{name}_after_step']): signum
+    for name, signum in (('sigterm', signal.SIGTERM), ('sigint', signal.SIGINT))
+    if f'{name}_after_step' in options
+  }
   sigkill = int(options.get('sigkill_after_step', -1))
   wait_for = options.get('wait_for_checkpoint')
   workdir = next(a.split('=', 1)[1] for a in argv if a.startswith('--workdir='))
 
   def after_step(step):
-    if step == sigterm:
-      os.kill(os.getpid(), signal.SIGTERM)
+    if step in stops:
+      os.kill(os.getpid(), stops[step])
     if step == sigkill:
       if wait_for is not None:  # The async save of that step must be on disk first.
         path = os.path.join(workdir, checkpoints.CHECKPOINT_DIR, wait_for)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_prep import build, cmu_mosei, cmu_mosi, iemocap, mmsa, mult, safe_pickle
+from data_prep import build, cmu_mosei, cmu_mosi, iemocap, mmsa, mult, registry, safe_pickle
 from data_prep.sources import RepairLog, SourceError, file_digest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -295,6 +295,10 @@ def _bad_mask(part):
   part['text_bert'] = part['text_bert'][:, :2]
 
 
+def _short_ids(part):
+  part['id'] = part['id'][:-1]
+
+
 @pytest.mark.parametrize(
   'corrupt, message',
   [
@@ -308,6 +312,7 @@ def _bad_mask(part):
     ),
     (_wide_vision, r'field vision: expected shape \(3, \?, 20\), found \(3, 500, 35\)'),
     (_bad_mask, r'field text_bert: expected shape \(3, 3, 50\), found \(3, 2, 50\)'),
+    (_short_ids, r'split valid, field id: expected shape \(3\), found \(2,\)'),
   ],
 )
 def test_mmsa_errors(tmp_path, corrupt, message):
@@ -347,6 +352,11 @@ def _mult_part(tmp_path, task='regression'):
       r'aligned pickle needs equal steps',
     ),
     ('regression', lambda p: p.update(id=p['id'][:2]), r'field id: expected 3 rows'),
+    (
+      'regression',
+      lambda p: p.update(text=p['text'][:2]),
+      r'field text: expected shape \(3, \?, 300\), found \(2, 20, 300\)',
+    ),
     (
       'iemocap',
       lambda p: p.update(labels=p['labels'][:, :, 0]),
@@ -446,6 +456,53 @@ def test_build_cli(tmp_path):
     assert lines[sources_at + 1 :] == [
       f'{digest["sha256"]}  {digest["bytes"]:>13,d}  aligned_50.pkl'
     ]
+
+
+def test_empty_split_fails_in_one_line_naming_the_drops(tmp_path):
+  """Every 'valid' label non-finite: the split would be empty. The CLI says so in one line with
+  what was dropped (not TFDS's bare AssertionError) and exits 1; nothing is built."""
+  write_mmsa(tmp_path, aligned=True, dims=MOSI_MMSA)
+  data = safe_pickle.load(tmp_path / 'aligned_50.pkl')
+  data['valid']['regression_labels'][:] = np.nan
+  _write_numpy1_pickle(tmp_path / 'aligned_50.pkl', data)
+  with pytest.raises(SourceError, match="split 'valid' has no examples left"):
+    _build(cmu_mosi.CmuMosi, 'mmsa_aligned', tmp_path, tmp_path / 'lib')
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'data_prep.build',
+      '--dataset=cmu_mosi',
+      '--config=mmsa_aligned',
+      f'--manual_dir={tmp_path}',
+      f'--data_dir={tmp_path}/out',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 1
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert errors == [
+    "error: cmu_mosi/mmsa_aligned: split 'valid' has no examples left after the repairs and "
+    'drops: dropped_nonfinite_label of regression_labels: 3 (e.g. vidvalid0$_$clip0, '
+    'vidvalid0$_$clip1, vidvalid1$_$clip2). Check the source files; nothing was written.'
+  ]
+  assert 'Traceback' not in result.stderr
+  assert not list((tmp_path / 'out').glob('cmu_mosi/mmsa_aligned/*'))
+
+
+def test_unknown_dataset_or_config_lists_the_valid_ones(tmp_path):
+  with pytest.raises(ValueError, match=r"--dataset='mosi' is not a dataset .* are cmu_mosi, "):
+    build.build('mosi', data_dir=str(tmp_path))
+  with pytest.raises(
+    ValueError,
+    match=r"--config='mult' is not a builder config of iemocap; its configs are mult_aligned, "
+    r'mult_unaligned\.',
+  ):
+    build.build('iemocap', 'mult', data_dir=str(tmp_path))
+  for name in registry.DATASETS:  # every listed dataset is a builder of its own module.
+    assert registry.builder_class(name).name == name
 
 
 def test_build_cli_help():

@@ -130,3 +130,26 @@ def test_results_json_provenance_entry_is_read_apart_from_the_splits(tmp_path):
   evaluation.write_results(str(tmp_path / 'abl' / 'full'), per_seed[1111], dataset=dataset)
   table = runs.run_ablations(config, str(tmp_path / 'abl'), ['full'])
   assert table['full'] == {'params': runs.count_params(config), **per_seed[1111]}
+
+
+def test_ablation_rerun_with_another_config_refuses_and_trains_nothing(tmp_path):
+  """A finished variant trained with d_model 16, rerun with d_model 32: refused before any
+  variant trains (the old metrics are never tabulated beside the new parameter count); the same
+  config reuses it."""
+  config = tiny()
+  config.data_dir = str(tmp_path / 'tfds')
+  config.num_epochs = 1
+  root = tmp_path / 'runs'
+  _fake_run(str(root / 'full'), (6,), ('valid', 'test'))
+  config_io.save(ablations.apply(config, 'full'), str(root / 'full'))
+  bigger = config.copy_and_resolve_references()
+  bigger.model.d_model = 32
+  with pytest.raises(
+    checkpoints.ConfigMismatchError,
+    match=rf"workdir '{root / 'full'}' holds a run with model.d_model 16 but "
+    r'config.model.d_model=32: rerun with the values it was trained with',
+  ):
+    runs.run_ablations(bigger, str(root), ['no_fusion', 'full'])
+  assert not (root / 'no_fusion').exists() and not (root / tables.ABLATION_MD).exists()
+  table = runs.run_ablations(config, str(root), ['full'])  # the same config: reused.
+  assert table['full']['test'] == {'loss': 1.0}

@@ -154,6 +154,29 @@ def test_sigterm_then_sigkill_resume_bit_exact(data_dir, cache_dir, reference, t
     assert json.load(f) == json.load(g)
 
 
+def test_sigint_saves_and_the_same_command_resumes_bit_exact(
+  data_dir, cache_dir, reference, tmp_path
+):
+  """Ctrl-C (SIGINT) after step 4 is handled like SIGTERM: the step is saved, one line says the
+  same command resumes, exit 0 without a traceback; the rerun equals the uninterrupted run."""
+  config, workdir, env = tiny_config(data_dir), tmp_path / 'run', _env(2, cache_dir)
+  flags = _train_flags(workdir, data_dir)
+  code, out = _run([HELPER, 'train', '--sigint_after_step=4', '--', *flags], env, tmp_path / 'l1')
+  assert code == 0, out[-5000:]
+  assert 'Stopped at step 4 after SIGINT; the same command resumes.' in out
+  assert 'Traceback' not in out and 'KeyboardInterrupt' not in out
+  assert _saved_steps(workdir) == [4]
+
+  code, out = _run(['train.py', *flags], env, tmp_path / 'l2')
+  assert code == 0, out[-5000:]
+  assert f'Resumed from step 4 of {TOTAL_STEPS}' in out
+  got, _ = _restore(workdir, config)
+  want, _ = _restore(reference, config)
+  _assert_states_equal(got, want)
+  with open(workdir / 'results.json') as f, open(reference / 'results.json') as g:
+    assert json.load(f) == json.load(g)
+
+
 # --- faults ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize('damaged', ['state/manifest.ocdbt', 'state/_METADATA', 'extra/metadata'])
 def test_truncated_file_makes_a_checkpoint_unreadable(data_dir, reference, tmp_path, damaged):

@@ -110,6 +110,40 @@ def test_rerun_skips_finished_seeds(sweep_dir):
   assert open(os.path.join(workdir, 'summary.md')).read() == summary_md
 
 
+def test_rerun_with_another_config_refuses_instead_of_reusing(sweep_dir):
+  """The sweep rerun with another learning rate: no seed is reused as finished, nothing trains
+  or is rewritten; one error line names the run and the field with both values."""
+  workdir, data_dir, _ = sweep_dir
+  before = {
+    path: open(os.path.join(workdir, path), 'rb').read()
+    for path in ('summary.md', 'summary.csv', 'seed_1111/results.json', 'seed_1113/metrics.jsonl')
+  }
+  proc = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(REPO, 'train.py'),
+      '--config=configs/synthetic.py:tiny',
+      f'--workdir={workdir}',
+      f'--config.data_dir={data_dir}',
+      '--config.seeds=' + ','.join(map(str, SEEDS)),
+      '--config.optimizer.lr=0.5',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert proc.returncode == 1
+  assert [line for line in proc.stderr.splitlines() if line.startswith('error: ')] == [
+    f"error: workdir '{os.path.join(workdir, 'seed_1111')}' holds a run with optimizer.lr 0.001 "
+    'but config.optimizer.lr=0.5: rerun with the values it was trained with, choose another '
+    '--workdir, or pass --replace to move the runs that differ aside and train them anew.'
+  ]
+  assert 'finished in' not in proc.stderr and not proc.stdout
+  for path, data in before.items():
+    assert open(os.path.join(workdir, path), 'rb').read() == data, path
+
+
 def test_resuming_with_another_seed_is_a_clear_error(sweep_dir):
   workdir, data_dir, _ = sweep_dir
   with pytest.raises(ValueError, match=r'holds a run with seed 1111 but config.seed=7'):
