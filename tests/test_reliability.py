@@ -283,7 +283,7 @@ def test_damaged_best_checkpoint_is_named_and_the_step_used_recorded(run_copy, c
   assert os.path.isdir(workdir / checkpoints.CHECKPOINT_DIR / str(best))
   # A later evaluation at the best step clears the mark of the splits it evaluates.
   evaluation.write_results(str(workdir), {'test': results['test']})
-  assert evaluation.FALLBACK_KEY not in evaluation.read_results(str(workdir))
+  assert evaluation.read_fallbacks(str(workdir)) == {}
 
 
 # --- nonsense inputs ----------------------------------------------------------------------------
