@@ -16,7 +16,8 @@ Report (JSON; like results.json, a NaN metric or the noise intensity `inf` is wr
 NaN / Infinity, which Python's json reads back):
 
   perturbation   canonical spec, e.g. 'shift:audio=-8,-4,0,4,8'
-  kind, modalities, intensities, intensity (the unit), split, seed, layout, workdir, key_metrics
+  kind, modalities, intensities, intensity (the unit), split, seed, layout, key_metrics,
+                 workdir (as given to the command)
   runs           name -> {'step': the checkpoint evaluated, 'metrics': [metric -> value, one
                  per intensity], 'unaffected': True when the run reads none of the perturbed
                  modalities (an ablation variant without it: its plain metrics repeated)}
@@ -239,7 +240,7 @@ def make_report(
     'split': split,
     'seed': seed,
     'layout': layout,
-    'workdir': os.path.abspath(workdir),
+    'workdir': os.path.normpath(workdir),
     'key_metrics': list(task.key_metrics),
     'runs': {
       name: {

@@ -6,6 +6,9 @@ Two generators of named configs:
   ablations   `ablate.py`: one run per variant of `fasca_jax.ablations`; the table lists each
               variant's parameter count and test metrics (workdir/ablation.md, .json).
 
+`find_runs` names the runs a directory made by either holds (or the directory itself, a single
+run), for commands that evaluate all of them (`eval.py --perturb`).
+
 Each run is a normal training run (its own checkpoints, config.json, results.json, metrics.jsonl,
 TensorBoard events and curves.png). Re-running the same command resumes: a finished run
 (`is_finished`) is reused, an interrupted one resumes from its checkpoints. The seeds of a sweep
