@@ -296,7 +296,7 @@ def dropout_rates(config) -> dict[str, float]:
   Raises:
     ValueError: a rate outside [0, 1], naming the field.
   """
-  field = config.get('modality_dropout') if hasattr(config, 'get') else None
+  field = config.get('modality_dropout')
   if not field:
     return {}
   rates = {}
