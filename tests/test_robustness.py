@@ -57,6 +57,15 @@ def run_reports(data_dir, run_dir):
   return robustness.evaluate_workdir(tiny(data_dir), run_dir, SPECS, ('valid', 'test'), seed=0)
 
 
+def same(a, b) -> bool:
+  """Exact equality of nested metrics where NaN (e.g. an undefined Corr or AUC) equals NaN."""
+  try:
+    np.testing.assert_equal(a, b)
+  except AssertionError:
+    return False
+  return True
+
+
 def _table_rows(markdown: str, heading: str) -> list[list[str]]:
   """The body rows of the first table after the line `heading`."""
   lines = markdown.splitlines()
@@ -80,7 +89,7 @@ def test_run_table_has_one_row_per_intensity_and_plain_metrics_at_the_identity(
   for report in run_reports:
     stem = os.path.join(run_dir, 'robustness', robustness.report_name(report))
     with open(stem + '.json') as f:
-      assert json.load(f) == report
+      assert same(json.load(f), report)
     with open(stem + '.md') as f:
       markdown = f.read()
     rows = report['runs']['run']['metrics']
@@ -89,12 +98,12 @@ def test_run_table_has_one_row_per_intensity_and_plain_metrics_at_the_identity(
     assert [row[0] for row in table] == [
       perturbations.format_intensity(report['kind'], v) for v in report['intensities']
     ]
-    assert rows[IDENTITY_ROW[report['kind']]] == plain[report['split']]  # exactly
+    assert same(rows[IDENTITY_ROW[report['kind']]], plain[report['split']])  # exactly
     image = matplotlib.image.imread(stem + '.png')
     assert image.ndim == 3 and image.shape[0] > 100
   by_name = {(r['kind'], r['split']): r['runs']['run']['metrics'] for r in run_reports}
   for kind, strongest in (('missing', 2), ('shift', 0), ('noise', 1), ('drop_steps', 1)):
-    assert by_name[kind, 'test'][strongest] != plain['test'], kind  # it reaches the model
+    assert not same(by_name[kind, 'test'][strongest], plain['test']), kind  # reaches the model
 
 
 def test_perturbed_metrics_are_deterministic_for_a_seed(data_dir, run_dir, run_reports):
@@ -102,11 +111,11 @@ def test_perturbed_metrics_are_deterministic_for_a_seed(data_dir, run_dir, run_r
   spec = 'missing:audio=0,0.5,1'
   again = robustness.evaluate_workdir(config, run_dir, [spec], ('test',), seed=0)[0]
   expected = next(r for r in run_reports if r['kind'] == 'missing' and r['split'] == 'test')
-  assert again['runs'] == expected['runs']
+  assert same(again['runs'], expected['runs'])
   other = robustness.evaluate_workdir(config, run_dir, [spec], ('test',), seed=5)[0]
   rows, other_rows = expected['runs']['run']['metrics'], other['runs']['run']['metrics']
-  assert other_rows[0] == rows[0] and other_rows[2] == rows[2]  # p = 0 and p = 1 drop all or none
-  assert other_rows[1] != rows[1]  # another half of the examples lose their audio
+  assert same(other_rows[0], rows[0]) and same(other_rows[2], rows[2])  # p = 0, p = 1: none, all
+  assert not same(other_rows[1], rows[1])  # another half of the examples lose their audio
 
 
 def test_seed_sweep_reports_mean_and_std_over_seeds(data_dir, tmp_path):
@@ -137,8 +146,8 @@ def test_ablation_directory_has_a_curve_per_variant(data_dir, tmp_path):
   (report,) = robustness.evaluate_workdir(config, str(tmp_path), ['missing:audio=0,1'])
   assert report['layout'] == 'ablation' and list(report['runs']) == ['full', 'no_audio']
   full, no_audio = report['runs']['full'], report['runs']['no_audio']
-  assert not full['unaffected'] and full['metrics'][1] != full['metrics'][0]
-  assert no_audio['unaffected'] and no_audio['metrics'][1] == no_audio['metrics'][0]
+  assert not full['unaffected'] and not same(full['metrics'][1], full['metrics'][0])
+  assert no_audio['unaffected'] and same(no_audio['metrics'][1], no_audio['metrics'][0])
   with open(tmp_path / 'robustness' / 'missing_audio_test.md') as f:
     markdown = f.read()
   assert 'Unaffected (no audio stream): no_audio.' in markdown
@@ -192,4 +201,4 @@ def test_eval_cli_perturb(data_dir, run_dir, run_reports, tmp_path):
     report = json.load(f)
   expected = next(r for r in run_reports if r['kind'] == 'missing' and r['split'] == 'test')
   rows = expected['runs']['run']['metrics']
-  assert report['runs']['run']['metrics'] == [rows[0], rows[2]]  # p = 0 (plain) and p = 1
+  assert same(report['runs']['run']['metrics'], [rows[0], rows[2]])  # p = 0 (plain) and p = 1
