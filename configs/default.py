@@ -23,10 +23,14 @@ def get_config():
   config.max_len = ml_collections.ConfigDict({'text': 50, 'audio': 50, 'vision': 50})
   config.num_workers = 0  # grain worker processes; 0 reads in the main process.
 
-  # Task: 'regression' (sentiment in [-3, 3]), 'classification' (C classes) or 'iemocap' (4x2).
+  # Task: 'regression' (sentiment in [-3, 3]), 'classification' (C classes), 'iemocap' (4x2) or
+  # 'mosei_emotions' (6 binary emotions).
   config.task = 'regression'
   config.num_classes = 1
   config.target_key = 'regression'  # the example field holding the target.
+  # Sentiment metrics: 'mmsa' (MMSA's metricsTop, plus RMSE and AUC) or 'mult' (adds MulT's
+  # eval_mosei_senti values under MulT_* names); see README "Metrics".
+  config.metrics_convention = 'mmsa'
 
   config.model = ml_collections.ConfigDict()
   config.model.d_model = 256

@@ -4,9 +4,11 @@ r"""Builds one dataset config as array_record and prints what was built and repa
       --manual_dir=/data/MMSA/MOSEI/Processed --data_dir=~/tensorflow_datasets
 
 `--dataset` names both the builder and its module, `data_prep.<dataset>` (cmu_mosi, cmu_mosei,
-iemocap, meld, synthetic_affect). The summary gives the example count of each split and every
-repair or drop of the builder's repair log (`repairs.json` in the dataset directory), per split,
-field and kind. An already built dataset is reused (and summarised) unless --overwrite.
+iemocap, meld, synthetic_affect). The summary gives the example count of each split, every
+repair or drop of the builder's build log (`repairs.json` in the dataset directory), per split,
+field and kind, then the SHA-256 and size of each source file read and the build's notes (e.g.
+which folds file was used). An already built dataset is reused (and summarised) unless
+--overwrite.
 """
 
 import importlib
@@ -94,12 +96,17 @@ def build(
 
 
 def repairs_text(path) -> str:
-  """A repairs file as text: a `RepairLog` table, or other builders' JSON pretty-printed."""
+  """A repairs file as text: a `RepairLog` table followed, when it recorded any, by the source
+  files (SHA-256, bytes, name) and notes; other builders' JSON pretty-printed."""
   with open(path) as f:
     data = json.load(f)
-  if isinstance(data, list):  # Rows written by sources.RepairLog.
-    return sources.RepairLog.from_json(data).summary()
-  return json.dumps(data, indent=2, sort_keys=True)
+  if not sources.RepairLog.is_record(data):
+    return json.dumps(data, indent=2, sort_keys=True)
+  log = sources.RepairLog.from_record(data)
+  text = log.summary()
+  if log.sources or log.notes:
+    text += '\nSource files (SHA-256, bytes, name) and notes:\n' + log.sources_summary()
+  return text
 
 
 def summary(builder: tfds.core.DatasetBuilder) -> str:

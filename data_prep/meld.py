@@ -290,10 +290,17 @@ class Meld(tfds.core.GeneratorBasedBuilder):
     return copy.deepcopy(self._repairs)
 
   def _download_and_prepare(self, dl_manager, download_config=None) -> None:
-    """Builds every split, then writes the repair log next to the data."""
+    """Builds every split, then writes the build log (repairs, the CSVs' SHA-256 and size) next
+    to the data and the digests into the dataset's metadata."""
     self._repairs = {}
     super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
-    repair_log(self._repairs).write(os.path.join(self.data_dir, sources.REPAIRS_FILE))
+    log = repair_log(self._repairs)
+    for csv_name, _ in SPLIT_FILES.values():
+      log.add_source(pathlib.Path(dl_manager.manual_dir) / csv_name)
+    if set(self.options.modalities) - {'text'}:
+      log.note('sources', 'only the CSVs are digested; clips and feature files are not')
+    log.write(os.path.join(self.data_dir, sources.REPAIRS_FILE))
+    self.info.metadata[sources.SOURCES_METADATA] = dict(log.sources)
 
   def _feature_dim(self, modality: str) -> int:
     """D of a modality: from the user's .npy files if any, else the encoder / extractor width."""
@@ -324,6 +331,7 @@ class Meld(tfds.core.GeneratorBasedBuilder):
       features=tfds.features.FeaturesDict(features),
       homepage='https://affective-meld.github.io/',
       citation=_CITATION,
+      metadata=tfds.core.MetadataDict(),
       disable_shuffling=True,
     )
 

@@ -2,7 +2,9 @@
 run's `results.json`, and per-example predictions as JSON lines.
 
 `results.json`: split ('valid', 'test', 'train') -> metric -> value, merged across calls, the
-metrics in the order the task computes them; process 0 writes it.
+metrics in the order the task computes them, plus one entry 'dataset' (`provenance.PROVENANCE_KEY`)
+naming the dataset, its version and its source files' SHA-256 (`fasca_jax.provenance`);
+process 0 writes it. `read_results` returns the splits only, `read_provenance` that entry.
 
 Predictions (`eval.py --predictions=FILE`): one object per real example, in evaluation order
 (`evaluate`), splits one after the other:
@@ -13,6 +15,9 @@ Predictions (`eval.py --predictions=FILE`): one object per real example, in eval
   iemocap         {"id", "split", "prediction": [4 ints], "label": [4 ints],
                    "probabilities": [4 x [P(absent), P(present)]]}, emotions in the order
                    Neutral, Happy, Sad, Angry (`label_names.IEMOCAP_EMOTIONS`)
+  mosei_emotions  {"id", "split", "prediction": [6 ints], "label": [6 ints],
+                   "probabilities": [6 P(present)], "intensities": [6 floats]}, emotions in the
+                   order of `label_names.MOSEI_EMOTIONS`
 
 Floats are the model's float32 values written exactly (json's shortest repr of the float64 that
 holds them). `pandas.read_json(FILE, lines=True)` or `[json.loads(l) for l in open(FILE)]`
@@ -31,6 +36,7 @@ import numpy as np
 from fasca_jax import checkpoints
 from fasca_jax import distributed
 from fasca_jax import input_pipeline
+from fasca_jax import provenance
 from fasca_jax import steps
 from fasca_jax import tasks
 
@@ -113,7 +119,7 @@ def evaluate_run(
     )
     if predictions_path is not None:
       rows.extend(prediction_rows(jitted.task, split, host))
-  write_results(workdir, results)
+  write_results(workdir, results, dataset=provenance.of_builder(dataset.builder))
   if predictions_path is not None and jax.process_index() == 0:
     count = write_predictions(predictions_path, rows)
     logging.info('Wrote %d predictions to %s.', count, os.path.abspath(predictions_path))
@@ -121,8 +127,8 @@ def evaluate_run(
 
 
 # --- results.json -------------------------------------------------------------------------------
-def read_results(workdir: str) -> dict:
-  """workdir/results.json (split -> metric -> value), or {} when the run has none yet."""
+def _read_file(workdir: str) -> dict:
+  """The whole of workdir/results.json, or {} when the run has none yet."""
   path = os.path.join(workdir, RESULTS_FILE)
   if not os.path.isfile(path):
     return {}
@@ -130,11 +136,33 @@ def read_results(workdir: str) -> dict:
     return json.load(f)
 
 
-def write_results(workdir: str, results: dict):
-  """Merges split -> metric -> value into workdir/results.json (process 0 only)."""
+def read_results(workdir: str) -> dict:
+  """The splits of workdir/results.json (split -> metric -> value), or {} when the run has none
+  yet; the 'dataset' entry is left out (`read_provenance`)."""
+  return {k: v for k, v in _read_file(workdir).items() if k != provenance.PROVENANCE_KEY}
+
+
+def read_provenance(workdir: str) -> dict | None:
+  """The 'dataset' entry of workdir/results.json (`fasca_jax.provenance`), None if absent."""
+  return _read_file(workdir).get(provenance.PROVENANCE_KEY)
+
+
+def write_results(workdir: str, results: dict, dataset: dict | None = None):
+  """Merges split -> metric -> value (and the `dataset` provenance entry, when given) into
+  workdir/results.json (process 0 only)."""
   if jax.process_index():
     return
-  merged = {**read_results(workdir), **results}
+  merged = {**_read_file(workdir), **results}
+  if dataset is not None:  # first in the file, replacing an earlier evaluation's.
+    earlier = merged.pop(provenance.PROVENANCE_KEY, None)
+    if earlier is not None and earlier != dataset:
+      logging.warning(
+        '%s: the earlier results came from dataset %s, these from %s; results of both are kept.',
+        os.path.join(workdir, RESULTS_FILE),
+        earlier,
+        dataset,
+      )
+    merged = {provenance.PROVENANCE_KEY: dataset, **merged}
   with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
     json.dump(merged, f, indent=2)  # metrics in the order the task computes them.
 

@@ -8,7 +8,8 @@ A batch is a dict of NumPy arrays:
                                   steps, zero-padded at the end
   m + '_mask'                     bool (B, L_m), True on real steps
   m + '_len'                      int32 (B,), length before cropping (> L_m: truncated)
-  'regression', 'label'           those the dataset has: float32 (B,); int32 (B,) or (B, 4)
+  'regression', 'label',          those the dataset has: float32 (B,); int32 (B,) or (B, 4);
+  'emotions'                      float32 (B, 6) (cmu_mosei/csd emotion intensities)
   'id'                            str (B,), host only: `to_global` leaves it (and m_len) out
   'index'                         int32 (B,), the example's position in its split; -1 on padding
   'valid'                         bool (B,), False on padding rows of the last eval batches
@@ -43,7 +44,8 @@ import tensorflow_datasets as tfds
 
 from fasca_jax import modalities
 
-TARGETS = {'regression': np.float32, 'label': np.int32}  # Cast to these whatever is stored.
+# Cast to these whatever is stored.
+TARGETS = {'regression': np.float32, 'label': np.int32, 'emotions': np.float32}
 HOST_KEYS = ('id',)  # batch fields that stay on the host (and every m + '_len').
 # Batches decoded ahead of the consumer, per process. Bounds host memory to a few batches
 # whatever the split size (grain's default ReadOptions read 500 elements ahead).

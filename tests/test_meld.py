@@ -161,6 +161,9 @@ def test_build_text_config(tmp_path, encoder):
   assert {s: summary[s]['examples'] for s in EXPECTED} == {'train': 3, 'validation': 2, 'test': 3}
   log = sources.RepairLog.read(pathlib.Path(builder.data_dir) / sources.REPAIRS_FILE)
   assert log.counts() == {('train', 'raw_text', 'c1_to_cp1252'): 1}
+  csvs = [name for name, _ in meld.SPLIT_FILES.values()]
+  want = {name: sources.file_digest(manual / name) for name in csvs}
+  assert log.sources == want and dict(builder.info.metadata)['sources'] == want
 
 
 def test_build_multimodal_config(tmp_path, encoder):

@@ -11,6 +11,7 @@ from configs import synthetic
 from fasca_jax import ablations
 from fasca_jax import checkpoints
 from fasca_jax import config_io
+from fasca_jax import evaluation
 from fasca_jax import input_pipeline
 from fasca_jax import runs
 from fasca_jax import tables
@@ -93,3 +94,39 @@ def test_run_trains_missing_variants_and_reuses_finished_ones(tmp_path):
   saved = config_io.load(str(tmp_path / 'runs' / 'no_fusion'))
   assert saved.to_dict() == ablations.apply(config, 'no_fusion').to_dict()
   assert not saved.model.use_fusion
+
+
+def test_results_json_provenance_entry_is_read_apart_from_the_splits(tmp_path):
+  """results.json's 'dataset' entry is not a split: finished runs holding one are reused, and
+  the seed summary and the ablation table see the splits only."""
+  config = tiny()
+  config.data_dir = str(tmp_path / 'tfds')
+  config.num_epochs, config.seeds = 1, '1111,1112'
+  dataset = {'name': 'synthetic_affect/tiny', 'version': '1.1.0', 'sources': {}}
+  per_seed = {}
+  for seed in (1111, 1112):
+    run_dir = str(tmp_path / 'sweep' / f'seed_{seed}')
+    _fake_run(run_dir, (6,), ())  # tiny, 1 epoch: 6 steps; results written below.
+    per_seed[seed] = {'valid': {'loss': seed / 1000}, 'test': {'loss': 1.0, 'MAE': seed / 2000}}
+    evaluation.write_results(run_dir, per_seed[seed], dataset=dataset)
+    assert evaluation.read_results(run_dir) == per_seed[seed]
+    assert evaluation.read_provenance(run_dir) == dataset
+    assert runs.is_finished(run_dir, 6)
+  summary = runs.run_seeds(config, str(tmp_path / 'sweep'))
+  assert summary == tables.aggregate(per_seed) and set(summary) == {'valid', 'test'}
+  assert summary['test']['MAE']['values'] == pytest.approx([1111 / 20, 1112 / 20])
+  # Merging keeps the entry; another dataset replaces it.
+  run_dir = str(tmp_path / 'sweep' / 'seed_1111')
+  evaluation.write_results(run_dir, {'train': {'loss': 3.0}})
+  assert evaluation.read_provenance(run_dir) == dataset
+  assert set(evaluation.read_results(run_dir)) == {'valid', 'test', 'train'}
+  other = {**dataset, 'version': '9.9.9'}
+  evaluation.write_results(run_dir, {'test': {'loss': 2.0}}, dataset=other)
+  with open(os.path.join(run_dir, evaluation.RESULTS_FILE)) as f:
+    assert list(json.load(f)) == ['dataset', 'valid', 'test', 'train']
+  assert evaluation.read_provenance(run_dir) == other
+  # The ablation table reads the splits only too.
+  _fake_run(str(tmp_path / 'abl' / 'full'), (6,), ())
+  evaluation.write_results(str(tmp_path / 'abl' / 'full'), per_seed[1111], dataset=dataset)
+  table = runs.run_ablations(config, str(tmp_path / 'abl'), ['full'])
+  assert table['full'] == {'params': runs.count_params(config), **per_seed[1111]}

@@ -72,7 +72,13 @@ def test_train_and_evaluate_writes_results_metrics_and_checkpoints(trained):
     assert set(split) >= {'loss', 'Has0_acc_2', 'Has0_F1_score', 'MAE', 'Corr', 'Mult_acc_7'}
     assert np.isfinite(split['loss'])
   with open(os.path.join(workdir, 'results.json')) as f:
-    assert json.load(f) == results  # JSON round-trips floats exactly.
+    written = json.load(f)
+  # The splits, plus the dataset's provenance (a generated dataset: no source files).
+  assert written == {'dataset': written['dataset'], **results}  # JSON round-trips floats exactly.
+  assert evaluation.read_results(workdir) == results
+  assert written['dataset'] == evaluation.read_provenance(workdir)
+  version = str(input_pipeline.open_dataset(config).builder.version)
+  assert written['dataset'] == {'name': 'synthetic_affect/tiny', 'version': version, 'sources': {}}
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   assert rows[0]['kind'] == 'hparams' and rows[0]['config']['dataset']['config'] == 'tiny'

@@ -18,7 +18,6 @@ from configs import synthetic
 from fasca_jax import curves
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
-from fasca_jax import metrics
 from fasca_jax import steps
 from fasca_jax import tasks
 from fasca_jax import train_lib
@@ -74,6 +73,7 @@ def test_sweep_writes_summary_of_three_seeds(sweep_dir):
   with open(os.path.join(workdir, 'summary.csv'), newline='') as f:
     rows = {(r['split'], r['metric']): r for r in csv.DictReader(f)}
   assert {split for split, _ in rows} == {'valid', 'test'}
+  assert {('test', 'RMSE'), ('test', 'Has0_AUC'), ('test', 'Non0_AUC')} <= set(rows)
   for (split, metric), row in rows.items():
     values = [per_seed[s][split][metric] * (1 if metric == 'loss' else 100) for s in SEEDS]
     assert row['n_seeds'] == '3'
@@ -265,10 +265,10 @@ def test_eval_predictions_round_trip(sweep_dir, tmp_path):
       stored += [i for i, v in zip(batch['id'], batch['valid']) if v]
     assert ids == stored  # every example once, in dataset order.
     assert set(split_rows[0]) == {'id', 'split', 'prediction', 'label'}
-    recomputed = metrics.sentiment_metrics(
-      [r['prediction'] for r in split_rows], [r['label'] for r in split_rows]
-    )
+    preds, labels = [r['prediction'] for r in split_rows], [r['label'] for r in split_rows]
+    recomputed = tasks.from_config(config).metrics(preds, labels)  # MMSA's, RMSE, AUC.
     expected = {k: v for k, v in trained[split].items() if k != 'loss'}
+    assert list(expected)[-3:] == ['RMSE', 'Has0_AUC', 'Non0_AUC']
     assert recomputed == pytest.approx(expected, rel=0, abs=0, nan_ok=True)  # exactly.
 
 
