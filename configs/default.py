@@ -52,6 +52,10 @@ def get_config():
   config.model.head_hidden = 256
   config.model.aux_heads = False
   config.aux_loss_weight = 0.0
+  # Modality dropout (training only): each example loses modality m (features 0, mask False)
+  # with probability modality_dropout[m], e.g. --config.modality_dropout.audio=0.3; 0 is off.
+  # The training-time counterpart of `eval.py --perturb=missing:<m>` (fasca_jax/perturbations.py).
+  config.modality_dropout = ml_collections.ConfigDict({'text': 0.0, 'audio': 0.0, 'vision': 0.0})
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.lr = 2e-4

@@ -29,7 +29,7 @@ reads them.
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from absl import logging
 import jax
@@ -59,8 +59,12 @@ def evaluate(
   *,
   batch_size: int,
   with_ids: bool = False,
+  perturb: Callable[[dict], dict] | None = None,
 ) -> tuple[dict, dict]:
   """One pass of `params` over `split` ('train', 'valid' or 'test') -> (metrics, host arrays).
+
+  `perturb` (robustness evaluation, `fasca_jax.robustness`) maps each host batch to the batch
+  evaluated instead (same layout and shapes), before it goes to the devices.
 
   The host arrays `output`, `target`, `loss`, `index` (and `id` (N,) str with `with_ids`) hold
   the N real examples (padding rows dropped) in evaluation order: the stored order of the split
@@ -73,6 +77,8 @@ def evaluate(
   batches = input_pipeline.make_batches(
     dataset, SPLITS[split], train=False, global_batch_size=batch_size, seed=0
   )
+  if perturb is not None:
+    batches = map(perturb, batches)
   parts = [
     multihost_utils.process_allgather(
       jitted.evaluate(params, input_pipeline.to_global(batch, jitted.data_sharding)), tiled=True

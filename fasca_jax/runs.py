@@ -6,6 +6,9 @@ Two generators of named configs:
   ablations   `ablate.py`: one run per variant of `fasca_jax.ablations`; the table lists each
               variant's parameter count and test metrics (workdir/ablation.md, .json).
 
+`find_runs` names the runs a directory made by either holds (or the directory itself, a single
+run), for commands that evaluate all of them (`eval.py --perturb`).
+
 Each run is a normal training run (its own checkpoints, config.json, results.json, metrics.jsonl,
 TensorBoard events and curves.png). Re-running the same command resumes: a finished run
 (`is_finished`) is reused, an interrupted one resumes from its checkpoints. Before anything
@@ -17,6 +20,7 @@ run and the fields, so stale results are never reused or tabulated; `replace=Tru
 """
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 from absl import logging
@@ -25,6 +29,7 @@ import ml_collections
 
 from fasca_jax import ablations
 from fasca_jax import checkpoints
+from fasca_jax import config_io
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
 from fasca_jax import steps
@@ -180,6 +185,55 @@ def run_ablations(
   }
   tables.write_ablation_table(workdir, table)
   return table
+
+
+def find_runs(
+  config: ml_collections.ConfigDict | None, workdir: str
+) -> tuple[str, dict[str, ml_collections.ConfigDict]]:
+  """The trained runs of a directory made by train.py or ablate.py, each with its config, so
+  that a command can evaluate all of them (`eval.py --perturb`). `config` is the one given to
+  the command that trained them; None takes each run's own config.json.
+
+  Returns:
+    (layout, name -> config): ('run', {'run': config}) when `workdir` is a run itself (it has
+    checkpoints/); ('seeds', {'seed_<n>': seed config}) for a seed sweep, the seeds of
+    `config.seeds` if set, else every `seed_<n>/` run found; ('ablation', {variant: its config})
+    for the `<variant>/` runs found, in `ablations.VARIANTS` order.
+
+  Raises:
+    FileNotFoundError: `workdir` holds none of these, or a seed of `config.seeds` has no run;
+      the message says what was expected.
+  """
+  has_run = lambda d: os.path.isdir(os.path.join(workdir, d, checkpoints.CHECKPOINT_DIR))
+  own = lambda d: config_io.load(os.path.join(workdir, d))
+  if has_run(''):
+    return 'run', {'run': own('') if config is None else config}
+  if config is not None and parse_seeds(config.get('seeds', '')):
+    named = seed_runs(config)
+    missing = [name for name in named if not has_run(name)]
+    if missing:
+      raise FileNotFoundError(
+        f'{workdir!r}: no trained run in {", ".join(missing)} of config.seeds; train them with '
+        f'`python train.py --config=... --config.seeds={config.seeds} --workdir={workdir}`.'
+      )
+    return 'seeds', named
+  entries = sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []
+  seeds = sorted(
+    int(m.group(1)) for d in entries if (m := re.fullmatch(r'seed_(\d+)', d)) and has_run(d)
+  )
+  if seeds:
+    return 'seeds', {
+      f'seed_{s}': own(f'seed_{s}') if config is None else seed_config(config, s) for s in seeds
+    }
+  variants = [v for v in ablations.VARIANTS if v in entries and has_run(v)]
+  if variants:
+    return 'ablation', {v: own(v) for v in variants} if config is None else ablation_runs(
+      config, variants
+    )
+  raise FileNotFoundError(
+    f'{workdir!r} holds no trained run: expected {checkpoints.CHECKPOINT_DIR}/ (train.py), '
+    f'seed_<n>/ runs (train.py --config.seeds=...) or <variant>/ runs (ablate.py).'
+  )
 
 
 def count_params(config: ml_collections.ConfigDict) -> int:
