@@ -210,8 +210,15 @@ def test_full_disk_is_a_clear_error_before_training(data_dir, tmp_path, monkeypa
 
 # --- data parallel --------------------------------------------------------------------------------
 def test_8_devices_match_1_device_and_compile_once(data_dir, cache_dir, tmp_path):
-  """Same global batch (16) on 1 and 8 devices: the same loss curve up to float32 reduction
-  order (rtol 1e-5, observed 2e-7); the train step is traced and compiled once."""
+  """Same global batch (16) on 1 and 8 devices: per step the same loss and the same gradient
+  norm up to float32 reduction order, so a gradient scaled by the device count (which AdamW
+  and clipping would hide from the losses) shows; the train step is traced and compiled once.
+
+  Spread measured between 1 device and 2, 4 and 8 devices over these 6 steps (idle and loaded
+  2-core machine alike): losses <= 1.6e-7 relative, gradient norms <= 4.5e-7 relative, so rtol
+  1e-5 leaves a factor 20; the gradient norm is 5-10 here, a gradient error of 1e-5 relative
+  would already exceed it.
+  """
   procs = {}
   for n in (1, 8):
     procs[n] = subprocess.Popen(
@@ -239,12 +246,18 @@ def test_8_devices_match_1_device_and_compile_once(data_dir, cache_dir, tmp_path
     assert int(r['batch_devices']) == n and list(r['batch_shard_rows']) == [16 // n] * n
     assert bool(r['params_replicated'])
   np.testing.assert_allclose(res[8]['losses'], res[1]['losses'], rtol=1e-5)
+  np.testing.assert_allclose(res[8]['grad_norms'], res[1]['grad_norms'], rtol=1e-5)
   assert not np.array_equal(res[1]['losses'][0], res[1]['losses'][-1])
-  # Parameters initialised at zero whose gradient is rounding noise get Adam steps of up to
-  # lr (1e-3) in a direction that depends on that noise: hence atol 1e-4 (observed 8e-5 on
-  # those, 1e-7 elsewhere).
-  for k in (k for k in res[1].files if k.startswith('leaf')):
-    np.testing.assert_allclose(res[8][k], res[1][k], rtol=1e-5, atol=1e-4, err_msg=k)
+  assert np.all(res[1]['grad_norms'] > 0)
+  # Parameters: <= 1.2e-7 apart on 2, 4 and 8 devices, except the attention key biases. Their
+  # gradient is rounding noise around 0 (softmax ignores a shift shared by all keys), so Adam
+  # moves them (from 0) in directions set by that noise: up to 1.5e-4 apart (2, 4, 8 devices)
+  # after steps of learning rate 0, 1/6, ..., 5/6 x 1e-3 (2.5e-3 in all); atol 1e-3 for them.
+  params = [k for k in res[1].files if k.startswith('param.')]
+  assert len(params) > 100
+  for k in params:
+    atol = 1e-3 if k.endswith('.attn.key.bias') else 1e-6
+    np.testing.assert_allclose(res[8][k], res[1][k], rtol=1e-5, atol=atol, err_msg=k)
 
 
 # --- multi-host -----------------------------------------------------------------------------------
