@@ -34,10 +34,14 @@ def get_config():
     os.environ.get('XDG_CACHE_HOME') or os.path.join('~', '.cache'), 'fasca_jax', 'xla'
   )
 
-  # Task: 'regression' (sentiment in [-3, 3]), 'classification' (C classes) or 'iemocap' (4x2).
+  # Task: 'regression' (sentiment in [-3, 3]), 'classification' (C classes), 'iemocap' (4x2) or
+  # 'mosei_emotions' (6 binary emotions).
   config.task = 'regression'
   config.num_classes = 1
   config.target_key = 'regression'  # the example field holding the target.
+  # Sentiment metrics: 'mmsa' (MMSA's metricsTop, plus RMSE and AUC) or 'mult' (adds MulT's
+  # eval_mosei_senti values under MulT_* names); see README "Metrics".
+  config.metrics_convention = 'mmsa'
 
   config.model = ml_collections.ConfigDict()
   config.model.d_model = 256
@@ -59,6 +63,10 @@ def get_config():
   config.model.head_hidden = 256
   config.model.aux_heads = False
   config.aux_loss_weight = 0.0
+  # Modality dropout (training only): each example loses modality m (features 0, mask False)
+  # with probability modality_dropout[m], e.g. --config.modality_dropout.audio=0.3; 0 is off.
+  # The training-time counterpart of `eval.py --perturb=missing:<m>` (fasca_jax/perturbations.py).
+  config.modality_dropout = ml_collections.ConfigDict({'text': 0.0, 'audio': 0.0, 'vision': 0.0})
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.lr = 2e-4

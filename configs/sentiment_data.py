@@ -36,11 +36,16 @@ SOURCES = {
 }
 
 
+def args(dataset: str) -> list[str]:
+  """The config args (source formats) that `dataset` ('mosi', 'mosei', 'iemocap') has."""
+  return [a for a, (_, dims, _) in SOURCES.items() if dataset in dims]
+
+
 def apply(config, dataset: str, builder: str, arg: str | None, default_arg: str):
   """Points `config` at `builder` with the widths and lengths of the chosen source format."""
   arg = common.parse_arg(
     arg,
-    allowed=[a for a, (_, dims, _) in SOURCES.items() if dataset in dims],
+    allowed=args(dataset),
     default=default_arg,
     config_file=dataset,
   )

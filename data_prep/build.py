@@ -4,20 +4,25 @@ r"""Builds one dataset config as array_record and prints what was built and repa
       --manual_dir=/data/MMSA/MOSEI/Processed --data_dir=~/tensorflow_datasets
 
 `--dataset` names both the builder and its module, `data_prep.<dataset>` (cmu_mosi, cmu_mosei,
-iemocap, meld, synthetic_affect). The summary gives the example count of each split and every
-repair or drop of the builder's repair log (`repairs.json` in the dataset directory), per split,
-field and kind. An already built dataset is reused (and summarised) unless --overwrite.
+iemocap, meld, synthetic_affect). The summary gives the example count of each split, every
+repair or drop of the builder's build log (`repairs.json` in the dataset directory), per split,
+field and kind, then the SHA-256 and size of each source file read and the build's notes (e.g.
+which folds file was used). An already built dataset is reused (and summarised) unless
+--overwrite.
 """
 
-import importlib
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+from data_prep import registry
 from data_prep import sources
+from fasca_jax import errors
+from fasca_jax import logs
 
 _DATASET = flags.DEFINE_string(
   'dataset', None, 'Builder name, also its module data_prep.<dataset>.', required=True
@@ -44,18 +49,7 @@ _FEATURES_DIR = flags.DEFINE_string(
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', None, 'Extraction processes (meld).')
 
 
-def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
-  """The builder named `dataset`, defined in module `data_prep.<dataset>`."""
-  module = importlib.import_module(f'data_prep.{dataset}')
-  for value in vars(module).values():
-    if (
-      isinstance(value, type)
-      and issubclass(value, tfds.core.DatasetBuilder)
-      and value.__module__ == module.__name__
-      and value.name == dataset
-    ):
-      return value
-  raise ValueError(f'data_prep.{dataset} defines no TFDS builder named {dataset!r}')
+builder_class = registry.builder_class  # the builder named `dataset`, in data_prep.<dataset>.
 
 
 def build(
@@ -71,6 +65,7 @@ def build(
 
   `builder_kwargs` (e.g. meld's text_model_dir) go to the builder's constructor.
   """
+  registry.check(dataset, config, flags=('--dataset', '--config'))
   if data_dir is not None:
     data_dir = os.path.expanduser(data_dir)
   cls = builder_class(dataset)
@@ -85,7 +80,7 @@ def build(
     if overwrite
     else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
   )
-  tfds.display_progress_bar(True)
+  tfds.disable_progress_bar()  # TFDS's bars name its temporary incomplete.* folders.
   builder.download_and_prepare(
     download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode),
     file_format='array_record',
@@ -94,12 +89,17 @@ def build(
 
 
 def repairs_text(path) -> str:
-  """A repairs file as text: a `RepairLog` table, or other builders' JSON pretty-printed."""
+  """A repairs file as text: a `RepairLog` table followed, when it recorded any, by the source
+  files (SHA-256, bytes, name) and notes; other builders' JSON pretty-printed."""
   with open(path) as f:
     data = json.load(f)
-  if isinstance(data, list):  # Rows written by sources.RepairLog.
-    return sources.RepairLog.from_json(data).summary()
-  return json.dumps(data, indent=2, sort_keys=True)
+  if not sources.RepairLog.is_record(data):
+    return json.dumps(data, indent=2, sort_keys=True)
+  log = sources.RepairLog.from_record(data)
+  text = log.summary()
+  if log.sources or log.notes:
+    text += '\nSource files (SHA-256, bytes, name) and notes:\n' + log.sources_summary()
+  return text
 
 
 def summary(builder: tfds.core.DatasetBuilder) -> str:
@@ -130,14 +130,19 @@ def main(argv):
     'features_dir': _FEATURES_DIR.value,
     'num_workers': _NUM_WORKERS.value,
   }
-  builder = build(
-    _DATASET.value,
-    _CONFIG.value,
-    manual_dir=_MANUAL_DIR.value,
-    data_dir=_DATA_DIR.value,
-    overwrite=_OVERWRITE.value,
-    **{k: v for k, v in options.items() if v is not None},
-  )
+  logs.setup_logging()
+  try:
+    builder = build(
+      _DATASET.value,
+      _CONFIG.value,
+      manual_dir=_MANUAL_DIR.value,
+      data_dir=_DATA_DIR.value,
+      overwrite=_OVERWRITE.value,
+      **{k: v for k, v in options.items() if v is not None},
+    )
+  except errors.UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
   print(summary(builder))
 
 

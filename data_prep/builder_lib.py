@@ -5,6 +5,11 @@ same names), the files it reads from the manual dir and the feature width of eac
 `AffectBuilder` reads those files with the matching reader, which checks every array against the
 widths, writes array_record, and records the build's `RepairLog` as `repairs.json` in the dataset
 directory `data_dir/<name>/<config>/<version>/` (`data_prep.build` prints it).
+
+Provenance: the SHA-256 and size of every source file read (the pickle, or the five `.csd`
+files and the folds file) are in that log and in the dataset's metadata
+(`builder.info.metadata['sources']`, `metadata.json` beside the data), from which a run's
+`results.json` copies them (`fasca_jax.provenance`).
 """
 
 import dataclasses
@@ -15,15 +20,17 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import csd, mmsa, mult, sources
+from data_prep import csd, mmsa, mult, quiet, sources
+from fasca_jax import label_names
 
 
 def folds_help(sdk_module: str, sizes: str) -> str:
   """What folds.json holds, for the SDK dataset module `sdk_module` (e.g. 'cmu_mosi')."""
   return (
-    'folds.json holds the standard folds as video id lists, {"train": [...], "valid": '
-    f'[...], "test": [...]}}: the SDK\'s mmsdk.mmdatasdk.{sdk_module}.standard_folds.'
-    f'standard_train_fold, standard_valid_fold and standard_test_fold ({sizes} videos).'
+    'folds.json (optional) holds folds as video id lists, {"train": [...], "valid": [...], '
+    '"test": [...]}; without it the SDK\'s standard folds (mmsdk.mmdatasdk.'
+    f'{sdk_module}.standard_folds: {sizes} videos) shipped in data_prep/standard_folds/'
+    f'{sdk_module}.json are used.'
   )
 
 
@@ -36,7 +43,7 @@ class SourceConfig(tfds.core.BuilderConfig):
     aligned: the pickle is word-aligned (equal steps per modality; 'mmsa' and 'mult').
     pickle_name: pickle file in the manual dir ('mmsa' and 'mult').
     csd_files: `.csd` and folds file names in the manual dir ('csd').
-    folds_help: what `folds.json` must hold ('csd').
+    folds_help: what the optional `folds.json` holds ('csd').
     dims: {'text': D_t, 'audio': D_a, 'vision': D_v} feature widths.
     task: 'regression' (sentiment) or 'iemocap' (four binary emotions).
     raw_text: the source has transcripts.
@@ -54,9 +61,9 @@ class SourceConfig(tfds.core.BuilderConfig):
   emotions: bool = False
 
   def manual_files(self) -> list[str]:
-    """Files this config reads from the manual dir."""
+    """Files this config needs in the manual dir (a csd `folds.json` is optional)."""
     if self.source == 'csd':
-      return [*self.csd_files.sequences().values(), self.csd_files.folds]
+      return list(self.csd_files.sequences().values())
     return [self.pickle_name]
 
   def instructions(self) -> str:
@@ -156,7 +163,9 @@ def features(config: SourceConfig) -> tfds.features.FeaturesDict:
     spec['raw_text'] = tfds.features.Text()
   if config.emotions:
     spec['emotions'] = tfds.features.Tensor(
-      shape=(6,), dtype=np.float32, doc='Happy, sad, anger, surprise, disgust, fear.'
+      shape=(len(label_names.MOSEI_EMOTIONS),),
+      dtype=np.float32,
+      doc=f'Intensities in [0, 3] of {", ".join(label_names.MOSEI_EMOTIONS)}.',
     )
   return tfds.features.FeaturesDict(spec)
 
@@ -181,11 +190,16 @@ def read_source(
   )
 
 
-class AffectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class AffectBuilder(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Builds one `SourceConfig` from the manual dir; subclasses set BUILDER_CONFIGS."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.0.0': 'Initial release.',
+    '1.1.0': "Source file digests in the metadata and the build log; csd: the SDK's align + "
+    'average rules (short words skipped, boundary words kept, non-finite means zeroed), '
+    'shipped standard folds.',
+  }
 
   def __init__(self, *, file_format='array_record', **kwargs):
     super().__init__(file_format=file_format, **kwargs)
@@ -195,14 +209,17 @@ class AffectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       builder=self,
       description=sys.modules[type(self).__module__].__doc__,
       features=features(self.builder_config),
+      metadata=tfds.core.MetadataDict(),
       disable_shuffling=True,
     )  # Examples keep the source's order.
 
   def _download_and_prepare(self, dl_manager, download_config=None):
-    """Builds every split, then writes the repair log next to the data."""
+    """Builds every split, then writes the build log next to the data and the source digests
+    into the dataset's metadata."""
     self._repair_log = sources.RepairLog()
     super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
     self._repair_log.write(os.path.join(self.data_dir, sources.REPAIRS_FILE))
+    self.info.metadata[sources.SOURCES_METADATA] = dict(self._repair_log.sources)
 
   def _split_generators(self, dl_manager):
     config = self.builder_config
@@ -213,9 +230,22 @@ class AffectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         f'{self.name}/{config.name}: {missing} not found in manual dir '
         f'{manual_dir}.\n{config.instructions()}'
       )
+    for name in config.manual_files():
+      self._repair_log.add_source(manual_dir / name)
     splits = read_source(config, os.fspath(manual_dir), self._repair_log)
-    return {split: self._generate_examples(examples) for split, examples in splits.items()}
+    return {split: self._generate_examples(split, examples) for split, examples in splits.items()}
 
-  def _generate_examples(self, examples):
-    """Keys are positions, so the built order is the source order."""
-    yield from enumerate(examples)
+  def _generate_examples(self, split: str, examples):
+    """Keys are positions, so the built order is the source order.
+
+    Raises:
+      SourceError: the split has no example left (e.g. every label was non-finite), naming
+        what was dropped (TFDS would fail with a bare AssertionError).
+    """
+    count = 0
+    for count, example in enumerate(examples, 1):
+      yield count - 1, example
+    if not count:
+      source_split = {v: k for k, v in sources.SPLIT_NAMES.items()}.get(split, split)
+      name = f'{self.name}/{self.builder_config.name}'
+      raise sources.empty_split_error(name, source_split, self._repair_log)

@@ -7,7 +7,9 @@ Configs (all need files in a manual dir; `CmuMosei.MANUAL_DOWNLOAD_INSTRUCTIONS`
   csd                           CMU-MultimodalSDK `.csd` files, averaged per word (see
                                 `data_prep.csd`): text 300, audio 74, vision 35 (Facet 4.2);
                                 ids f'{video}[{segment}]'; raw_text; and `emotions` (6,): happy,
-                                sad, anger, surprise, disgust, fear intensities.
+                                sad, anger, surprise, disgust, fear intensities (the
+                                `mosei_emotions` task); standard folds shipped (a folds.json
+                                in the manual dir wins).
 The readers (`data_prep.mmsa`, `.mult`, `.csd`) document padding, ids and repairs. Splits are
 'train', 'validation', 'test' (MMSA sizes 16326/1871/4659).
 """
@@ -20,6 +22,7 @@ CSD_FILES = csd.CsdFiles(
   word_vectors='CMU_MOSEI_TimestampedWordVectors.csd',
   audio='CMU_MOSEI_COVAREP.csd',
   vision='CMU_MOSEI_VisualFacet42.csd',
+  standard_folds='cmu_mosei',
 )
 
 

@@ -5,7 +5,8 @@ Configs (all need files in a manual dir; `CmuMosi.MANUAL_DOWNLOAD_INSTRUCTIONS` 
   mult_aligned, mult_unaligned  MulT pickles: text 300 (GloVe), audio 74 (COVAREP), vision 47.
   csd                           CMU-MultimodalSDK `.csd` files, averaged per word (see
                                 `data_prep.csd`): text 300, audio 74, vision 35 (Facet 4.2);
-                                ids f'{video}[{segment}]'; raw_text.
+                                ids f'{video}[{segment}]'; raw_text; standard folds
+                                shipped (a folds.json in the manual dir wins).
 The readers (`data_prep.mmsa`, `.mult`, `.csd`) document padding, ids and repairs. Splits are
 'train', 'validation', 'test' (MMSA sizes 1284/229/686).
 """
@@ -18,6 +19,7 @@ CSD_FILES = csd.CsdFiles(
   word_vectors='CMU_MOSI_TimestampedWordVectors.csd',
   audio='CMU_MOSI_COVAREP.csd',
   vision='CMU_MOSI_Visual_Facet_42.csd',
+  standard_folds='cmu_mosi',
 )
 
 

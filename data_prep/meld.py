@@ -19,7 +19,6 @@ What a build repaired or dropped is returned in full (every id, every reason) by
 import copy
 import csv
 import dataclasses
-import io
 import os
 import pathlib
 
@@ -27,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from data_prep import quiet
 from data_prep import sources
 from data_prep.features import extract
 from data_prep.features import text as text_lib
@@ -53,7 +53,10 @@ SPLIT_FILES = {
 }
 SOURCE_SPLITS = {'train': 'train', 'validation': 'dev', 'test': 'test'}  # names in the release
 DEFAULT_CACHE = 'feature_cache'  # extraction cache inside the manual dir, one folder per split
-CSV_ENCODINGS = ('utf-8-sig', 'cp1252', 'latin-1')  # tried in order; latin-1 never fails
+CSV_ENCODING = 'utf-8-sig'  # every line is UTF-8 (the first may start with a byte-order mark)...
+# ...except the bytes of a line that are not UTF-8: those alone are read as Windows-1252 (the 5
+# bytes it leaves undefined as latin-1), counted, and logged with their line.
+FALLBACK_ENCODING = 'cp1252'
 
 _DESCRIPTION = """MELD (Poria et al., ACL 2019): 13,708 utterances from 1,433 Friends dialogues,
 each labelled with one of 7 emotions and 3 sentiments. Features are extracted locally from the
@@ -78,18 +81,70 @@ class Utterance:
   sentiment: int
 
 
-def decode_csv_bytes(data: bytes) -> tuple[str, str]:
-  """Decodes a CSV file's bytes with the first of CSV_ENCODINGS that succeeds.
+@dataclasses.dataclass(frozen=True)
+class NotUtf8Line:
+  """A CSV line holding bytes that are not UTF-8, read as FALLBACK_ENCODING.
+
+  Attributes:
+    line: 1-based line number in the file.
+    bytes: (1-based column of the byte in the line, the byte, the character it was read as).
+  """
+
+  line: int
+  bytes: tuple[tuple[int, int, str], ...]
+
+  def describe(self) -> str:
+    """'byte 0xe9 at column 17 read as 'é'' (one clause per byte)."""
+    return ', '.join(f'byte 0x{b:02x} at column {col} read as {ch!r}' for col, b, ch in self.bytes)
+
+
+def _fallback_char(byte: int) -> str:
+  try:
+    return bytes([byte]).decode(FALLBACK_ENCODING)
+  except UnicodeDecodeError:  # one of the 5 bytes Windows-1252 leaves undefined.
+    return bytes([byte]).decode('latin-1')
+
+
+def _decode_line(line: bytes) -> tuple[str, list[tuple[int, int, str]]]:
+  """UTF-8, except each byte that does not start a valid UTF-8 sequence, read alone as
+  FALLBACK_ENCODING -> (text, [(1-based column, byte, character)])."""
+  parts, fallback, start = [], [], 0
+  while True:
+    try:
+      parts.append(line[start:].decode('utf-8'))
+      return ''.join(parts), fallback
+    except UnicodeDecodeError as e:
+      bad = start + e.start
+      parts.append(line[start:bad].decode('utf-8'))
+      char = _fallback_char(line[bad])
+      parts.append(char)
+      fallback.append((bad + 1, line[bad], char))
+      start = bad + 1
+
+
+def decode_csv_bytes(data: bytes) -> tuple[list[str], str, list[NotUtf8Line]]:
+  """Decodes a CSV file line by line: UTF-8 first, FALLBACK_ENCODING only for the bytes that
+  are not UTF-8, so one stray Windows-1252 or latin-1 byte changes nothing around it (decoding the
+  whole file as cp1252 would turn every UTF-8 '’' into 'â€™').
 
   Returns:
-    (text, name of the encoding used).
+    (the lines, each with its line end; the encoding: CSV_ENCODING when every byte is UTF-8,
+    FALLBACK_ENCODING when every non-ASCII byte needed it (a Windows-1252 file), else
+    'utf-8-sig+cp1252'; the lines that needed it).
   """
-  for encoding in CSV_ENCODINGS[:-1]:
-    try:
-      return data.decode(encoding), encoding
-    except UnicodeDecodeError:
-      pass
-  return data.decode(CSV_ENCODINGS[-1]), CSV_ENCODINGS[-1]
+  data = data.removeprefix(b'\xef\xbb\xbf')
+  lines, not_utf8, non_ascii = [], [], 0
+  for number, raw in enumerate(data.splitlines(keepends=True), 1):
+    text, fallback = _decode_line(raw)
+    lines.append(text)
+    non_ascii += sum(ord(c) > 127 for c in text) - len(fallback)
+    if fallback:
+      not_utf8.append(NotUtf8Line(line=number, bytes=tuple(fallback)))
+  if not not_utf8:
+    encoding = CSV_ENCODING
+  else:
+    encoding = FALLBACK_ENCODING if not non_ascii else f'{CSV_ENCODING}+{FALLBACK_ENCODING}'
+  return lines, encoding, not_utf8
 
 
 def _c1_table() -> dict[int, str]:
@@ -127,20 +182,24 @@ def _index(value: str, names: tuple[str, ...], what: str, where: str) -> int:
 
 
 def read_split_csv(path: str | os.PathLike) -> tuple[list[Utterance], dict]:
-  """Parses one MELD annotation CSV (multi-line quoted fields, any of CSV_ENCODINGS).
+  """Parses one MELD annotation CSV (multi-line quoted fields; UTF-8 with any non-UTF-8 byte read
+  as FALLBACK_ENCODING, see `decode_csv_bytes`).
 
   Returns:
     (utterances in file order, repairs) where repairs = {'csv_encoding': str,
-    'c1_repaired': [ids whose utterance or speaker held C1 characters]}.
+    'c1_repaired': [ids whose utterance or speaker held C1 characters],
+    'not_utf8': [(line, id of the row holding it, description of its bytes)]}.
   Raises:
     ValueError: naming the file (and line) for missing columns, short rows, unknown labels or
       duplicate ids.
   """
-  text, encoding = decode_csv_bytes(pathlib.Path(path).read_bytes())
-  reader = csv.DictReader(io.StringIO(text, newline=''))
+  lines, encoding, not_utf8 = decode_csv_bytes(pathlib.Path(path).read_bytes())
+  reader = csv.DictReader(lines)  # one item per line, so reader.line_num is the file's.
   missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or ())]
   if missing:
     raise ValueError(f'{path}: missing columns {missing}; found {reader.fieldnames}')
+  pending = {bad.line: bad for bad in not_utf8}
+  located = [(1, 'header', pending.pop(1).describe())] if 1 in pending else []
   utterances, repaired, seen = [], [], set()
   for row in reader:
     where = f'{path}:{reader.line_num}'
@@ -150,6 +209,8 @@ def read_split_csv(path: str | os.PathLike) -> tuple[list[Utterance], dict]:
     if uid in seen:
       raise ValueError(f'{where}: duplicate utterance {uid}')
     seen.add(uid)
+    for line in sorted(n for n in pending if n <= reader.line_num):  # the lines of this row
+      located.append((line, uid, pending.pop(line).describe()))
     raw_text, speaker = repair_c1(row['Utterance']), repair_c1(row['Speaker'])
     if (raw_text, speaker) != (row['Utterance'], row['Speaker']):
       repaired.append(uid)
@@ -162,7 +223,8 @@ def read_split_csv(path: str | os.PathLike) -> tuple[list[Utterance], dict]:
         sentiment=_index(row['Sentiment'], label_names.MELD_SENTIMENTS, 'sentiment', where),
       )
     )
-  return utterances, {'csv_encoding': encoding, 'c1_repaired': repaired}
+  located += [(line, 'after the last row', bad.describe()) for line, bad in pending.items()]
+  return utterances, {'csv_encoding': encoding, 'c1_repaired': repaired, 'not_utf8': located}
 
 
 def replace_nonfinite(array: np.ndarray) -> tuple[np.ndarray, int]:
@@ -174,13 +236,24 @@ def replace_nonfinite(array: np.ndarray) -> tuple[np.ndarray, int]:
 def repair_log(summary: dict) -> sources.RepairLog:
   """A `Meld.repair_summary()` in the shared RepairLog form (splits named as in the release).
 
-  Kinds: c1_to_cp1252 (utterances whose text had C1 characters mapped), dropped_clip_unusable
-  (examples dropped: clip missing or unreadable), nonfinite_to_zero (feature values set to 0).
+  Kinds: c1_to_cp1252 (utterances whose text had C1 characters mapped), not_utf8_to_cp1252
+  (CSV lines holding bytes that are not UTF-8, read as Windows-1252; every line is listed as
+  'line N (id)'), dropped_clip_unusable (examples dropped: clip missing or unreadable),
+  nonfinite_to_zero (feature values set to 0).
   """
   log = sources.RepairLog()
   for split, repairs in summary.items():
     csv_name, clip_dir = SPLIT_FILES[split]
     where = dict(split=SOURCE_SPLITS[split])
+    for line, uid, _ in repairs.get('not_utf8', ()):
+      log.add(
+        'not_utf8_to_cp1252',
+        path=csv_name,
+        example=f'line {line} ({uid})',
+        field='csv_line',
+        keep_all=True,
+        **where,
+      )
     for uid in repairs['c1_repaired']:
       log.add('c1_to_cp1252', path=csv_name, example=uid, field='raw_text', **where)
     for uid in repairs['dropped']:
@@ -218,7 +291,7 @@ class MeldConfig(tfds.core.BuilderConfig):
   text_batch_size: int = 64
 
 
-class Meld(tfds.core.GeneratorBasedBuilder):
+class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
   """MELD emotion/sentiment utterances; see the module docstring."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -284,16 +357,24 @@ class Meld(tfds.core.GeneratorBasedBuilder):
     """What this builder's last generation repaired, per TFDS split; empty before one ran.
 
     Returns:
-      {split: {'csv_encoding': str, 'c1_repaired': [id], 'dropped': {id: reason},
+      {split: {'csv_encoding': str, 'c1_repaired': [id], 'not_utf8': [(line, id, bytes)],
+      'dropped': {id: reason},
       'nonfinite_replaced': {modality: {id: count}}, 'examples': int}}.
     """
     return copy.deepcopy(self._repairs)
 
   def _download_and_prepare(self, dl_manager, download_config=None) -> None:
-    """Builds every split, then writes the repair log next to the data."""
+    """Builds every split, then writes the build log (repairs, the CSVs' SHA-256 and size) next
+    to the data and the digests into the dataset's metadata."""
     self._repairs = {}
     super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
-    repair_log(self._repairs).write(os.path.join(self.data_dir, sources.REPAIRS_FILE))
+    log = repair_log(self._repairs)
+    for csv_name, _ in SPLIT_FILES.values():
+      log.add_source(pathlib.Path(dl_manager.manual_dir) / csv_name)
+    if set(self.options.modalities) - {'text'}:
+      log.note('sources', 'only the CSVs are digested; clips and feature files are not')
+    log.write(os.path.join(self.data_dir, sources.REPAIRS_FILE))
+    self.info.metadata[sources.SOURCES_METADATA] = dict(log.sources)
 
   def _feature_dim(self, modality: str) -> int:
     """D of a modality: from the user's .npy files if any, else the encoder / extractor width."""
@@ -324,6 +405,7 @@ class Meld(tfds.core.GeneratorBasedBuilder):
       features=tfds.features.FeaturesDict(features),
       homepage='https://affective-meld.github.io/',
       citation=_CITATION,
+      metadata=tfds.core.MetadataDict(),
       disable_shuffling=True,
     )
 
@@ -394,15 +476,37 @@ class Meld(tfds.core.GeneratorBasedBuilder):
     media = [m for m in modalities if m != 'text']
     cache = self._extract_media(root, split, media, utterances, repairs) if media else None
     kept = [u for u in utterances if u.id not in repairs['dropped']]
+    if not kept:  # TFDS would fail with a bare AssertionError.
+      dropped = '; '.join(f'{k}: {v}' for k, v in list(repairs['dropped'].items())[:3])
+      raise sources.SourceError(
+        f'meld/{self.builder_config.name}: split {split!r} has no examples left: '
+        + (
+          f'all {len(utterances)} utterances were dropped (e.g. {dropped})'
+          if utterances
+          else f'{SPLIT_FILES[split][0]} has no rows'
+        )
+        + '. Check the manual dir; nothing was written.'
+      )
     for uid, reason in repairs['dropped'].items():
       logging.warning('MELD %s: dropped %s (%s)', split, uid, reason)
+    for line, uid, description in repairs['not_utf8']:
+      logging.warning(
+        'MELD %s: %s line %d (%s) is not UTF-8: %s.',
+        split,
+        SPLIT_FILES[split][0],
+        line,
+        uid,
+        description,
+      )
     repairs['examples'] = len(kept)
     logging.info(
-      'MELD %s: %d examples, %d dropped, %d with repaired characters (CSV %s)',
+      'MELD %s: %d examples, %d dropped, %d with repaired characters, %d CSV lines not UTF-8 '
+      '(CSV %s)',
       split,
       len(kept),
       len(repairs['dropped']),
       len(repairs['c1_repaired']),
+      len(repairs['not_utf8']),
       repairs['csv_encoding'],
     )
     user_dir = self._split_features_dir(split)

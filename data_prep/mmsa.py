@@ -55,8 +55,9 @@ def _split_arrays(part, *, path, split, dims, aligned):
   """
   required = REQUIRED_KEYS + (() if aligned else LENGTH_KEYS)
   sources.require_keys(part, required, where(path, split))
-  ids = sources.check_array(part['id'], rank=1, context=where(path, split, field='id'))
-  num = len(ids)
+  row_keys = ('text', 'audio', 'vision', 'regression_labels', 'raw_text', 'id')
+  num = sources.row_count(part, row_keys + required[len(REQUIRED_KEYS) :], where(path, split))
+  ids = sources.check_array(part['id'], rank=1, num=num, context=where(path, split, field='id'))
   features = {
     m: sources.check_array(
       part[m], rank=3, num=num, last_dim=dims[m], context=where(path, split, field=m)

@@ -99,7 +99,7 @@ def examples(
     'regression' (float) or 'label' ((4,) int32), features float32.
   """
   sources.require_keys(part, REQUIRED_KEYS, where(path, split))
-  num = len(sources.check_array(part['text'], rank=3, context=where(path, split, field='text')))
+  num = sources.row_count(part, (*REQUIRED_KEYS, 'id'), where(path, split))
   features = {
     m: sources.check_array(
       part[m], rank=3, num=num, last_dim=dims[m], context=where(path, split, field=m)

@@ -1,14 +1,17 @@
-"""Pieces shared by the source readers (`mmsa`, `mult`, `csd`): errors, repair log, checks.
+"""Pieces shared by the source readers (`mmsa`, `mult`, `csd`): errors, build log, checks.
 
 Every reader turns one released source format into an iterator of contract examples (see
 `DESIGN.md`, "The example contract"). A source that breaks its documented format raises
 `SourceError` whose message names the file, the split, the example id and the field; a value the
 contract can repair (a non-finite feature value -> 0) or an example it must drop is counted in a
-`RepairLog` under (split, field, kind), with the file and the first few example ids.
+`RepairLog` under (split, field, kind), with the file and the first few example ids. The same log
+records the SHA-256 and size of every source file the build read (`RepairLog.add_source`) and
+notes such as which folds were used; builders write it as `repairs.json` beside the data.
 """
 
 import collections
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -16,6 +19,7 @@ import os
 import numpy as np
 
 from data_prep import safe_pickle
+from fasca_jax import errors
 
 # Split names in the released files -> TFDS split names.
 SPLIT_NAMES = {'train': 'train', 'valid': 'validation', 'test': 'test'}
@@ -24,10 +28,20 @@ MODALITIES = ('text', 'audio', 'vision')
 MAX_EXAMPLE_IDS = 3
 # A builder's RepairLog, in its dataset directory data_dir/<name>/<config>/<version>/.
 REPAIRS_FILE = 'repairs.json'
+# Key of the source digests in a built dataset's metadata (`builder.info.metadata`).
+SOURCES_METADATA = 'sources'
 
 
-class SourceError(ValueError):
-  """A source file does not follow its documented format."""
+def file_digest(path) -> dict:
+  """{'sha256': hex digest, 'bytes': size} of the file at `path` (streamed, not held in memory)."""
+  with open(path, 'rb') as f:
+    digest = hashlib.file_digest(f, 'sha256')
+  return {'sha256': digest.hexdigest(), 'bytes': os.path.getsize(path)}
+
+
+class SourceError(errors.UserError, ValueError):
+  """A source file does not follow its documented format (`python -m data_prep.build` prints
+  the message as one line)."""
 
 
 def where(path, split=None, example=None, field=None) -> str:
@@ -49,28 +63,63 @@ class _Entry:
 
 
 class RepairLog:
-  """Counts repairs and drops per (split, field, kind).
+  """A build's log: repairs and drops per (split, field, kind), the source files read, notes.
 
   Splits are named as in the source ('train', 'valid', 'test'; 'unassigned' for CSD videos in no
   fold). Kinds and what their count counts:
     nonfinite_to_zero         feature values set to 0
+    not_utf8_to_cp1252        MELD CSV lines with bytes that are not UTF-8 (each line listed)
     dropped_nonfinite_label   examples dropped
     generated_id              ids generated (MulT split without `id`)
     dropped_no_words          CSD segments dropped (no word inside)
-    word_without_rows_zeroed  CSD words given zeros (no frame overlaps them)
+    word_without_rows_zeroed  CSD word rows given zeros (no frame overlaps the word: the SDK's
+                              `impute`), counted per example row
+    nonfinite_mean_to_zero    CSD word-mean values set to 0 (a non-finite frame in the word)
+    word_too_short_skipped    CSD words skipped (interval shorter than the SDK's epsilon)
+    segment_too_short_skipped CSD labelled segments skipped (shorter than the SDK's epsilon)
     dropped_video_missing     CSD videos dropped (absent from the named sequence)
     video_not_in_folds        CSD labelled videos left out (in no fold)
+
+  `sources` maps each source file's name to {'sha256', 'bytes'} (`add_source`); `notes` maps a
+  topic (e.g. 'folds') to a sentence. `write` stores all three; `read` also reads the plain list
+  of rows that builds before the sources were recorded wrote.
   """
 
   def __init__(self):
     self._entries = collections.defaultdict(_Entry)
+    self.sources: dict[str, dict] = {}
+    self.notes: dict[str, str] = {}
 
-  def add(self, kind: str, *, path, split: str, example: str, field: str, count: int = 1):
-    """Records `count` events of `kind` on `field` of `example` from file `path`."""
+  def add_source(self, path, name: str | None = None) -> dict:
+    """Records the SHA-256 and size of the file at `path` under `name` (default its base name)."""
+    digest = file_digest(path)
+    self.sources[name or os.path.basename(os.fspath(path))] = digest
+    return digest
+
+  def note(self, topic: str, text: str):
+    """Records a sentence about the build (e.g. topic 'folds': which folds file was used)."""
+    self.notes[topic] = text
+
+  def add(
+    self,
+    kind: str,
+    *,
+    path,
+    split: str,
+    example: str,
+    field: str,
+    count: int = 1,
+    keep_all: bool = False,
+  ):
+    """Records `count` events of `kind` on `field` of `example` from file `path`.
+
+    The entry keeps the first MAX_EXAMPLE_IDS examples, or every one with `keep_all` (for rare
+    events that must all be traceable, e.g. the CSV lines that are not UTF-8).
+    """
     entry = self._entries[(split, field, kind)]
     entry.count += int(count)
     entry.files.add(os.path.basename(os.fspath(path)))
-    if len(entry.examples) < MAX_EXAMPLE_IDS and example not in entry.examples:
+    if (keep_all or len(entry.examples) < MAX_EXAMPLE_IDS) and example not in entry.examples:
       entry.examples.append(example)
 
   def counts(self) -> dict[tuple[str, str, str], int]:
@@ -107,16 +156,34 @@ class RepairLog:
       )
     return log
 
+  def to_record(self) -> dict:
+    """{'sources': {name: {'sha256', 'bytes'}}, 'notes': {topic: text}, 'repairs': rows}."""
+    return {'sources': dict(self.sources), 'notes': dict(self.notes), 'repairs': self.to_json()}
+
+  @classmethod
+  def from_record(cls, record) -> 'RepairLog':
+    """Inverse of `to_record`; a plain list is the rows of a log written before sources were."""
+    if isinstance(record, list):
+      return cls.from_json(record)
+    log = cls.from_json(record['repairs'])
+    log.sources, log.notes = dict(record.get('sources', {})), dict(record.get('notes', {}))
+    return log
+
+  @staticmethod
+  def is_record(data) -> bool:
+    """Whether parsed JSON `data` is a log written by `write` (now or before sources were)."""
+    return isinstance(data, list) or (isinstance(data, dict) and 'repairs' in data)
+
   def write(self, path):
-    """Writes `to_json()` to `path`."""
+    """Writes `to_record()` to `path`."""
     with open(path, 'w') as f:
-      json.dump(self.to_json(), f, indent=1)
+      json.dump(self.to_record(), f, indent=1)
 
   @classmethod
   def read(cls, path) -> 'RepairLog':
     """Reads a log written by `write`."""
     with open(path) as f:
-      return cls.from_json(json.load(f))
+      return cls.from_record(json.load(f))
 
   def summary(self) -> str:
     """Human-readable table, one line per (split, field, kind); 'no repairs or drops' if empty."""
@@ -124,14 +191,7 @@ class RepairLog:
     if not rows:
       return 'no repairs or drops'
     table = [('split', 'field', 'kind', 'count', 'files; e.g. examples')] + [
-      (
-        r['split'],
-        r['field'],
-        r['kind'],
-        str(r['count']),
-        f'{", ".join(r["files"])}; e.g. {", ".join(r["examples"])}',
-      )
-      for r in rows
+      (r['split'], r['field'], r['kind'], str(r['count']), _files_and_examples(r)) for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     return '\n'.join(
@@ -140,6 +200,47 @@ class RepairLog:
       )
       for row in table
     )
+
+  def sources_summary(self) -> str:
+    """One line per source file, 'sha256  bytes  name', then one per note; '' if neither."""
+    lines = [f'{d["sha256"]}  {d["bytes"]:>13,d}  {name}' for name, d in self.sources.items()]
+    lines += [f'{topic}: {text}' for topic, text in self.notes.items()]
+    return '\n'.join(lines)
+
+
+def empty_split_error(name: str, split: str, log: 'RepairLog') -> SourceError:
+  """The error for a split left without examples: one line with what the log dropped there."""
+  drops = [
+    f'{r["kind"]} of {r["field"]}: {r["count"]} (e.g. {", ".join(r["examples"][:MAX_EXAMPLE_IDS])})'
+    for r in log.to_json()
+    if r['split'] == split
+  ]
+  return SourceError(
+    f'{name}: split {split!r} has no examples left'
+    + (f' after the repairs and drops: {"; ".join(drops)}' if drops else ' (the source has none)')
+    + '. Check the source files; nothing was written.'
+  )
+
+
+def row_count(part, keys, context: str) -> int:
+  """N of a split: the leading size that most of the `keys` arrays present in `part` share (the
+  earlier key on a tie), so that the array with a wrong row count is the one blamed.
+
+  Raises:
+    SourceError: none of `keys` is an array with rows.
+  """
+  sizes = [np.shape(part[k])[0] for k in keys if k in part and np.ndim(part[k])]
+  if not sizes:
+    raise SourceError(f'{context}: none of {list(keys)} holds rows')
+  counts = collections.Counter(sizes)
+  return max(counts, key=lambda n: (counts[n], -sizes.index(n)))
+
+
+def _files_and_examples(row: dict) -> str:
+  """'a.pkl; e.g. x, y, z' (+ how many more examples the repairs file lists)."""
+  shown, more = row['examples'][:MAX_EXAMPLE_IDS], len(row['examples']) - MAX_EXAMPLE_IDS
+  extra = f' (+{more} more in {REPAIRS_FILE})' if more > 0 else ''
+  return f'{", ".join(row["files"])}; e.g. {", ".join(shown)}{extra}'
 
 
 def require_keys(mapping, keys, context: str):

@@ -66,6 +66,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_prep import quiet
+
 SPLITS = ('train', 'validation', 'test')
 DIMS = {'text': 768, 'audio': 74, 'vision': 35}
 WORLD_SEED = 20240611
@@ -398,7 +400,7 @@ def _sequence(dim: int) -> tfds.features.Tensor:
   return tfds.features.Tensor(shape=(None, dim), dtype=np.float32, encoding='bytes')
 
 
-class SyntheticAffect(tfds.core.GeneratorBasedBuilder):
+class SyntheticAffect(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
   """Generated tri-modal sentiment data; see the module docstring."""
 
   VERSION = tfds.core.Version('1.1.0')

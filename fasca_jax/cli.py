@@ -1,16 +1,17 @@
 """What every entry point (train.py, eval.py, ablate.py, predict.py, visualize.py) shares: the
-distributed flags, the start-up (log verbosity, `jax.distributed`) and readable command-line
-errors. An entry point defines its own flags and `main(argv)` and ends with `cli.run(main)`."""
+distributed flags, the start-up (`logs.setup_logging`, `jax.distributed`) and readable
+command-line errors. An entry point defines its own flags and `main(argv)` and ends with
+`cli.run(main)`."""
 
-import logging as logging_std
 import re
 import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from fasca_jax import distributed
+from fasca_jax import errors
+from fasca_jax import logs
 
 _COORDINATOR = flags.DEFINE_string(
   'coordinator_address',
@@ -21,21 +22,6 @@ _NUM_PROCESSES = flags.DEFINE_integer(
   'num_processes', None, 'Process count (or $JAX_NUM_PROCESSES).'
 )
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (or $JAX_PROCESS_ID).')
-
-
-class _LibraryInfoFilter(logging_std.Filter):
-  """Drops INFO chatter from library internals (Orbax, TFDS, grain); warnings still pass."""
-
-  def filter(self, record):
-    return record.levelno >= logging_std.WARNING or not any(
-      part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/', '/grain/')
-    )
-
-
-def setup_logging():
-  """INFO for this project's progress lines, without the libraries' per-call INFO logs."""
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 
 def _override_error(argv, error) -> str | None:
@@ -61,18 +47,30 @@ def run(main, argv: list[str] | None = None):
   logging and joins a multi-process run when one is configured.
 
   A misspelt `--config.` override exits 2 with one clear line (ml_collections reports it as a
-  bare `AttributeError: "'key'"` traceback).
+  bare `AttributeError: "'key'"` traceback). A `errors.UserError` (a value, workdir or file the
+  run cannot use) exits 1 with its one-line message; Ctrl-C outside the training loop (which
+  saves and stops, see `checkpoints.Preemption`) exits 130 with one line.
   """
 
   def start(args):
     if len(args) > 1:
       raise app.UsageError(f'unexpected arguments: {args[1:]}')
-    setup_logging()
+    logs.setup_logging()
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     main(args)
 
   try:
     app.run(start, argv=argv)
+  except errors.UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print(
+      'Interrupted (Ctrl-C): the checkpoints saved so far are kept; the same command carries on '
+      'from them.',
+      file=sys.stderr,
+    )
+    sys.exit(130)
   except (AttributeError, KeyError) as e:
     message = None if flags.FLAGS.is_parsed() else _override_error(argv or sys.argv, e)
     if message is None:

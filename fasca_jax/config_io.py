@@ -11,6 +11,8 @@ import os
 import jax
 import ml_collections
 
+from fasca_jax import errors
+
 CONFIG_FILE = 'config.json'
 
 
@@ -38,11 +40,11 @@ def load(workdir: str) -> ml_collections.ConfigDict:
   """The locked config of the run in `workdir`, as train.py saved it.
 
   Raises:
-    FileNotFoundError: naming the file and saying how to proceed when it is missing.
+    MissingError (a FileNotFoundError): naming the file and saying how to proceed.
   """
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise errors.MissingError(
       f'{path} not found: {workdir!r} is not a training run directory (train.py writes '
       f'{CONFIG_FILE} there when it starts), or it predates {CONFIG_FILE}; pass the config it '
       f'was trained with, e.g. --config=configs/meld.py:multimodal.'

@@ -6,6 +6,8 @@ import os
 from absl import logging
 import jax
 
+from fasca_jax import errors
+
 ENV = {
   'coordinator_address': 'JAX_COORDINATOR_ADDRESS',
   'num_processes': 'JAX_NUM_PROCESSES',
@@ -60,8 +62,13 @@ def make_mesh() -> jax.sharding.Mesh:
 def check_batch_size(batch_size: int, name: str):
   """Fails fast when a global batch cannot be split evenly over devices and processes."""
   n = jax.device_count()
+  if batch_size < 1:
+    raise errors.ConfigError(
+      f'config.{name}={batch_size}: a batch needs at least one example; use a positive '
+      f'multiple of the device count {n}.'
+    )
   if batch_size % n:
-    raise ValueError(
+    raise errors.ConfigError(
       f'config.{name}={batch_size} is not divisible by the device count {n} '
       f'({jax.process_count()} process(es) x {jax.local_device_count()} local devices); '
       f'use a multiple of {n}.'

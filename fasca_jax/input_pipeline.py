@@ -8,7 +8,8 @@ A batch is a dict of NumPy arrays:
                                   steps, zero-padded at the end
   m + '_mask'                     bool (B, L_m), True on real steps
   m + '_len'                      int32 (B,), length before cropping (> L_m: truncated)
-  'regression', 'label'           those the dataset has: float32 (B,); int32 (B,) or (B, 4)
+  'regression', 'label',          those the dataset has: float32 (B,); int32 (B,) or (B, 4);
+  'emotions'                      float32 (B, 6) (cmu_mosei/csd emotion intensities)
   'id'                            str (B,), host only: `to_global` leaves it (and m_len) out
   'index'                         int32 (B,), the example's position in its split; -1 on padding
   'valid'                         bool (B,), False on padding rows of the last eval batches
@@ -40,10 +41,13 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_prep import registry
+from fasca_jax import errors
 from fasca_jax import indexing
 from fasca_jax import modalities
 
-TARGETS = {'regression': np.float32, 'label': np.int32}  # Cast to these whatever is stored.
+# Cast to these whatever is stored.
+TARGETS = {'regression': np.float32, 'label': np.int32, 'emotions': np.float32}
 HOST_KEYS = ('id',)  # batch fields that stay on the host (and every m + '_len').
 # Batches decoded ahead of the consumer, per process. Bounds host memory to a few batches
 # whatever the split size (grain's default ReadOptions read 500 elements ahead).
@@ -54,8 +58,14 @@ def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """Builder `config.dataset.name`/`config.dataset.config` in `config.data_dir`.
 
   The builder class lives in module `data_prep.<name>`; importing it registers it with TFDS.
+
+  Raises:
+    ConfigError: an unknown dataset or builder config; the message lists the valid ones.
   """
   name = config.dataset.name
+  registry.check(
+    name, config.dataset.config, flags=('config.dataset.name', 'config.dataset.config')
+  )
   importlib.import_module(f'data_prep.{name}')
   return tfds.builder(name, config=config.dataset.config, data_dir=config.data_dir)
 
@@ -68,22 +78,23 @@ def ensure_built(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   first build into one shared directory: build on one process first.
 
   Raises:
-    FileNotFoundError: the dataset is not built and needs manual files; the message gives the
-      command that builds it.
+    MissingError (a FileNotFoundError): the dataset is not built and needs manual files; the
+      message gives the command that builds it.
+    ConfigError: an unknown dataset or builder config (`get_builder`).
   """
   builder = get_builder(config)
   if builder.is_prepared():
     return builder
   if not getattr(builder, 'BUILD_AUTOMATICALLY', False):
     variant = config.dataset.config
-    raise FileNotFoundError(
+    raise errors.MissingError(
       f'Dataset {_name(config)} is not built under data_dir={config.data_dir}. Build it from '
       f'the manually downloaded files with:\n  python -m data_prep.build '
       f'--dataset={config.dataset.name}{f" --config={variant}" if variant else ""} '
       f'--manual_dir=DIR --data_dir={config.data_dir}'
     )
-  logging.info('Building %s into %s (first use).', _name(config), config.data_dir)
-  builder.download_and_prepare(file_format='array_record')
+  tfds.disable_progress_bar()  # TFDS's bars name its temporary incomplete.* folders.
+  builder.download_and_prepare(file_format='array_record')  # logs a line before and after.
   return builder
 
 
@@ -117,8 +128,23 @@ class Dataset:
     return self.builder.info.splits[split].num_examples
 
   def steps_per_epoch(self, global_batch_size: int) -> int:
-    """Global train batches per epoch: N // global_batch_size (`fasca_jax.indexing`)."""
-    return indexing.steps_per_epoch(self.num_examples('train'), global_batch_size)
+    """Global train batches per epoch: N // global_batch_size (`fasca_jax.indexing`; the last
+    partial batch is dropped).
+
+    Raises:
+      ConfigError: the batch is not positive, or larger than the train split (no step).
+    """
+    n = self.num_examples('train')
+    if global_batch_size < 1:
+      raise errors.ConfigError(f'config.batch_size={global_batch_size}: it must be positive.')
+    steps = indexing.steps_per_epoch(n, global_batch_size)
+    if not steps:
+      raise errors.ConfigError(
+        f'config.batch_size={global_batch_size} is larger than the {n} training examples of '
+        f'{self.name}: an epoch would have no step. Use at most '
+        f'--config.batch_size={n // jax.device_count() * jax.device_count()}.'
+      )
+    return steps
 
   def source(self, split: str):
     """The split's random-access TFDS source (array_record, decoded on demand)."""
@@ -132,7 +158,7 @@ def open_dataset(config: ml_collections.ConfigDict) -> Dataset:
   (widths to check) and num_workers.
 
   Raises:
-    ValueError: a modality of the config is not in the dataset, or its width differs from
+    ConfigError: a modality of the config is not in the dataset, or its width differs from
       config.dims.
   """
   builder = ensure_built(config)
@@ -142,13 +168,13 @@ def open_dataset(config: ml_collections.ConfigDict) -> Dataset:
   widths = {}
   for m in config.modalities:
     if m not in features:
-      raise ValueError(
+      raise errors.ConfigError(
         f'Modality {m!r} of config.modalities is not in dataset {dataset} '
         f'(features: {sorted(features.keys())}).'
       )
     shape = tuple(features[m].shape)
     if m in dims and shape[1:] != (dims[m],):
-      raise ValueError(
+      raise errors.ConfigError(
         f'Dataset {dataset}: field {m!r} has shape {shape} but config.dims.{m} '
         f'expects {(None, dims[m])}.'
       )

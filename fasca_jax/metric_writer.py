@@ -5,6 +5,9 @@ scalars `k/<name>` at step s (tensorboardX's `SummaryWriter`: no TensorFlow need
 `tensorboard --logdir` reads them). Both are flushed at once, so a crashed run
 keeps everything logged so far; a resumed run adds a new event file beside the old ones.
 Only process 0 writes; other processes get a writer that drops everything.
+
+`Throughput` measures the samples/s of the progress line over train steps only: the first step
+of a process (compilation) and validation passes are left out of every window.
 """
 
 import json
@@ -98,3 +101,38 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+
+
+class Throughput:
+  """Samples per second over the train steps since the clock last started.
+
+  The loop calls `start(step)` after the first step of the process (its time is compilation),
+  after each logging window and after each validation pass, so none of those count as training.
+  """
+
+  def __init__(self, batch_size: int):
+    self.batch_size = batch_size
+    self._time, self._step = None, None
+
+  def start(self, step: int, *, after=None):
+    """Starts the clock at `step`, once the arrays `after` (e.g. the state of the compiling
+    first step, which runs asynchronously) are computed."""
+    if after is not None:
+      jax.block_until_ready(after)
+    self._time, self._step = time.time(), step
+
+  def rate(self, step: int) -> float | None:
+    """Samples/s since `start`, or None when no timed step has finished since (then the window
+    held only the compiling first step)."""
+    if self._time is None or step <= self._step:
+      return None
+    return (step - self._step) * self.batch_size / max(time.time() - self._time, 1e-9)
+
+
+def format_rate(rate: float | None, steps_left: int, batch_size: int) -> str:
+  """'123.4 samples/s | ETA 0h01m05s', or 'compiling | ETA ?' when nothing was timed yet."""
+  if rate is None:
+    return 'compiling | ETA ?'
+  seconds = int(max(steps_left * batch_size / rate, 0))
+  eta = f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
+  return f'{rate:.1f} samples/s | ETA {eta}'

@@ -16,15 +16,25 @@ class RestoredRun:
   """A training run restored from its workdir.
 
   Attributes:
-    config: the run's config (workdir/config.json unless given).
+    config: the run's config (workdir/config.json unless given; a given config that differs
+      from it in a guarded field is refused, see `checkpoints.guard_config`).
     params: parameters of its best checkpoint.
     model: the FascaNet the config builds.
   """
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict | None = None):
     self.workdir = workdir
-    self.config = config if config is not None else config_io.load(workdir)
-    self.params = checkpoints.restore_best(self.config, workdir)[0].params
+    if config is None:
+      config = config_io.load(workdir)
+    else:
+      checkpoints.guard_config(
+        config,
+        workdir,
+        remedy="omit --config to use the run's own config",
+        free=checkpoints.EVAL_FREE_FIELDS,
+      )
+    self.config = config
+    self.params = checkpoints.restore_best(self.config, workdir).state.params
     self.model = fasca_net.build(self.config)
     self._apply = jax.jit(lambda p, x, m: self.model.apply({'params': p}, x, m, train=False))
 

@@ -6,13 +6,21 @@ Two generators of named configs:
   ablations   `ablate.py`: one run per variant of `fasca_jax.ablations`; the table lists each
               variant's parameter count and test metrics (workdir/ablation.md, .json).
 
+`find_runs` names the runs a directory made by either holds (or the directory itself, a single
+run), for commands that evaluate all of them (`eval.py --perturb`).
+
 Each run is a normal training run (its own checkpoints, config.json, results.json, metrics.jsonl,
 TensorBoard events and curves.png). Re-running the same command resumes: a finished run
-(`is_finished`) is reused, an interrupted one resumes from its checkpoints. The seeds of a sweep
-share one `steps.JittedSteps`, so the model compiles once.
+(`is_finished`) is reused, an interrupted one resumes from its checkpoints. Before anything
+trains, every run's saved config is compared with the one asked for (`checkpoints.guard_config`):
+a run trained with other values (e.g. another learning rate or d_model) is refused, naming the
+run and the fields, so stale results are never reused or tabulated; `replace=True` (the
+`--replace` flag) moves such runs aside and trains them anew. The seeds of a sweep share one
+`steps.JittedSteps`, so the model compiles once.
 """
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 from absl import logging
@@ -21,6 +29,7 @@ import ml_collections
 
 from fasca_jax import ablations
 from fasca_jax import checkpoints
+from fasca_jax import config_io
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
 from fasca_jax import steps
@@ -29,6 +38,10 @@ from fasca_jax import train_lib
 from fasca_jax.models import fasca_net
 
 FINAL_SPLITS = ('valid', 'test')
+RUNS_REMEDY = (
+  'rerun with the values it was trained with, choose another --workdir, or pass --replace to '
+  'move the runs that differ aside and train them anew'
+)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -84,16 +97,28 @@ def is_finished(run_dir: str, total_steps: int) -> bool:
 
 
 def train_all(
-  runs: Mapping[str, ml_collections.ConfigDict], workdir: str, share_steps: bool = False
+  runs: Mapping[str, ml_collections.ConfigDict],
+  workdir: str,
+  share_steps: bool = False,
+  replace: bool = False,
 ) -> dict[str, dict] | None:
   """Trains (or reuses, when finished) each run into workdir/<name>/.
 
   With `share_steps` (runs that differ only in the seed) one `JittedSteps` serves them all.
+  Every run's config is checked against its saved config.json first (`checkpoints.guard_config`;
+  with `replace`, differing runs are moved aside and retrained).
 
   Returns:
-    name -> its results.json, or None when a run was stopped by SIGTERM (the same call
-    resumes it).
+    name -> its results.json, or None when a run was stopped by SIGTERM or SIGINT (the same
+    call resumes it).
+
+  Raises:
+    ConfigMismatchError: a run directory holds a run of another config (nothing was touched).
   """
+  for name, config in runs.items():  # all refusals before anything trains.
+    checkpoints.guard_config(
+      config, os.path.join(workdir, name), replace=replace, remedy=RUNS_REMEDY
+    )
   results, jitted = {}, None
   for i, (name, config) in enumerate(runs.items(), 1):
     run_dir = os.path.join(workdir, name)
@@ -114,14 +139,14 @@ def train_all(
   return results
 
 
-def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def run_seeds(config: ml_collections.ConfigDict, workdir: str, *, replace: bool = False) -> dict:
   """Trains every seed of `config.seeds` and writes the summary (workdir/summary.md, .csv).
 
-  Returns `tables.aggregate` of the seeds' results (split -> metric -> mean/std/values), or {}
-  when a run was stopped by SIGTERM.
+  `replace`: see `train_all`. Returns `tables.aggregate` of the seeds' results (split -> metric
+  -> mean/std/values), or {} when a run was stopped by SIGTERM or SIGINT.
   """
   runs = seed_runs(config)
-  results = train_all(runs, workdir, share_steps=True)
+  results = train_all(runs, workdir, share_steps=True, replace=replace)
   if results is None:
     return {}
   per_seed = {runs[name].seed: {s: r[s] for s in FINAL_SPLITS} for name, r in results.items()}
@@ -136,16 +161,22 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def run_ablations(
-  config: ml_collections.ConfigDict, workdir: str, names: Sequence[str] | None = None
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  names: Sequence[str] | None = None,
+  *,
+  replace: bool = False,
 ) -> dict:
   """Trains each variant and writes the ablation table (workdir/ablation.md, .json).
 
+  `replace`: see `train_all`.
+
   Returns:
     variant -> {'params': int, 'valid': metrics, 'test': metrics}, or {} when a run was stopped
-    by SIGTERM.
+    by SIGTERM or SIGINT.
   """
   runs = ablation_runs(config, names)
-  results = train_all(runs, workdir)
+  results = train_all(runs, workdir, replace=replace)
   if results is None:
     return {}
   table = {
@@ -154,6 +185,55 @@ def run_ablations(
   }
   tables.write_ablation_table(workdir, table)
   return table
+
+
+def find_runs(
+  config: ml_collections.ConfigDict | None, workdir: str
+) -> tuple[str, dict[str, ml_collections.ConfigDict]]:
+  """The trained runs of a directory made by train.py or ablate.py, each with its config, so
+  that a command can evaluate all of them (`eval.py --perturb`). `config` is the one given to
+  the command that trained them; None takes each run's own config.json.
+
+  Returns:
+    (layout, name -> config): ('run', {'run': config}) when `workdir` is a run itself (it has
+    checkpoints/); ('seeds', {'seed_<n>': seed config}) for a seed sweep, the seeds of
+    `config.seeds` if set, else every `seed_<n>/` run found; ('ablation', {variant: its config})
+    for the `<variant>/` runs found, in `ablations.VARIANTS` order.
+
+  Raises:
+    FileNotFoundError: `workdir` holds none of these, or a seed of `config.seeds` has no run;
+      the message says what was expected.
+  """
+  has_run = lambda d: os.path.isdir(os.path.join(workdir, d, checkpoints.CHECKPOINT_DIR))
+  own = lambda d: config_io.load(os.path.join(workdir, d))
+  if has_run(''):
+    return 'run', {'run': own('') if config is None else config}
+  if config is not None and parse_seeds(config.get('seeds', '')):
+    named = seed_runs(config)
+    missing = [name for name in named if not has_run(name)]
+    if missing:
+      raise FileNotFoundError(
+        f'{workdir!r}: no trained run in {", ".join(missing)} of config.seeds; train them with '
+        f'`python train.py --config=... --config.seeds={config.seeds} --workdir={workdir}`.'
+      )
+    return 'seeds', named
+  entries = sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []
+  seeds = sorted(
+    int(m.group(1)) for d in entries if (m := re.fullmatch(r'seed_(\d+)', d)) and has_run(d)
+  )
+  if seeds:
+    return 'seeds', {
+      f'seed_{s}': own(f'seed_{s}') if config is None else seed_config(config, s) for s in seeds
+    }
+  variants = [v for v in ablations.VARIANTS if v in entries and has_run(v)]
+  if variants:
+    return 'ablation', {v: own(v) for v in variants} if config is None else ablation_runs(
+      config, variants
+    )
+  raise FileNotFoundError(
+    f'{workdir!r} holds no trained run: expected {checkpoints.CHECKPOINT_DIR}/ (train.py), '
+    f'seed_<n>/ runs (train.py --config.seeds=...) or <variant>/ runs (ablate.py).'
+  )
 
 
 def count_params(config: ml_collections.ConfigDict) -> int:

@@ -11,8 +11,8 @@ Imports only JAX, Flax (through the model), Optax and NumPy, so `benchmarks/trai
 exactly the step `train_lib` runs, also on machines without grain, TFDS or Orbax.
 
 `config` is the run config (configs/default.py); the fields read here are `modalities`, `dims`,
-`max_len`, `task`, `num_classes`, `target_key`, `aux_loss_weight`, `model.*` and `optimizer.*`
-(the seed is in the state).
+`max_len`, `task`, `num_classes`, `target_key`, `aux_loss_weight`, `modality_dropout`, `model.*`
+and `optimizer.*` (the seed is in the state).
 """
 
 import math
@@ -30,6 +30,7 @@ import optax
 
 from fasca_jax import distributed
 from fasca_jax import indexing
+from fasca_jax import perturbations
 from fasca_jax import tasks
 from fasca_jax.models import fasca_net
 
@@ -142,9 +143,17 @@ def train_step(model, task: tasks.Task, tx, schedule, config, state: TrainState,
   device-to-host round trip this launch-bound step should not pay; the select costs one
   elementwise pass over parameters and optimizer state, and also checks the loss.
 
+  With `config.modality_dropout` on, each example loses each modality m with probability
+  modality_dropout[m] before the forward pass (`perturbations.drop_modalities`), drawn from the
+  same `fold_in(seed, step)` key as dropout (split in two); off, the step is unchanged.
+
   Returns the new state and {'loss', 'grad_norm', 'lr'} scalars.
   """
   rng = jax.random.fold_in(jax.random.key(state.seed), state.step)
+  rates = perturbations.dropout_rates(config)
+  if rates:
+    rng, modality_rng = jax.random.split(rng)
+    batch = perturbations.drop_modalities(batch, rates, modality_rng)
   (loss, _), grads = jax.value_and_grad(
     lambda p: loss_fn(model, task, config, p, batch, rng, True), has_aux=True
   )(state.params)
@@ -210,6 +219,7 @@ class JittedSteps:
     self.config = config
     self.model = fasca_net.build(config)
     self.task = tasks.from_config(config)
+    perturbations.dropout_rates(config)  # a bad config.modality_dropout fails here, not mid-trace.
     self.tx, self.schedule = optimizer or (None, None)
     self.mesh = distributed.make_mesh()
     self.replicated = NamedSharding(self.mesh, P())

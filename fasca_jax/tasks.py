@@ -7,9 +7,13 @@ the task's name.
   regression      (B,) sentiment       (B,) float in [-3, 3]     (B,) the prediction
   classification  (B, C) logits        (B,) int class in [0, C)  (B, C) probabilities
   iemocap         (B, 4, 2) logits     (B, 4) int in {0, 1}      (B, 4, 2) probabilities
+  mosei_emotions  (B, 6) logits        (B, 6) float intensities  (B, 6) P(present) (sigmoid)
 
 Losses follow the field: L1 for sentiment (MMSA), cross-entropy for classes, the mean over the
-four emotions of a 2-way cross-entropy for IEMOCAP (MulT). Metrics are `fasca_jax.metrics`.
+four emotions of a 2-way cross-entropy for IEMOCAP (MulT), the mean over the six emotions of a
+binary cross-entropy (sigmoid) against presence (intensity > 0) for CMU-MOSEI emotions (Dai et
+al. 2021). Metrics are `fasca_jax.metrics`; `metrics_convention` ('mmsa' or 'mult', from
+`config.metrics_convention`) adds MulT's sentiment metrics to MMSA's when 'mult'.
 """
 
 import dataclasses
@@ -33,10 +37,18 @@ class Task:
 
   num_classes: int = 1
   class_names: tuple[str, ...] = ()
+  metrics_convention: str = 'mmsa'
 
   name: ClassVar[str]
   # The metrics the field reports first: curves draw them, TensorBoard's HParams list them.
   key_metrics: ClassVar[tuple[str, ...]]
+
+  def __post_init__(self):
+    if self.metrics_convention not in METRICS_CONVENTIONS:
+      raise ValueError(
+        f'config.metrics_convention={self.metrics_convention!r}: expected one of '
+        f"{METRICS_CONVENTIONS} (mmsa: MMSA's sentiment metrics; mult: adds MulT's beside them)"
+      )
 
   @property
   def output_units(self) -> int:
@@ -73,7 +85,8 @@ class Task:
 
 
 class Regression(Task):
-  """Sentiment regression (CMU-MOSI / MOSEI), MMSA's metrics."""
+  """Sentiment regression (CMU-MOSI / MOSEI): MMSA's metrics, then RMSE, Has0_AUC and Non0_AUC,
+  then with the 'mult' convention MulT's (`metrics.mult_sentiment_metrics`)."""
 
   name = 'regression'
   key_metrics = ('Has0_acc_2', 'Has0_F1_score')
@@ -92,7 +105,12 @@ class Regression(Task):
     return y
 
   def metrics(self, output, target):
-    return metrics.sentiment_metrics(output, target)
+    results = metrics.sentiment_metrics(output, target)
+    results['RMSE'] = metrics.rmse(output, target)
+    results.update(metrics.sentiment_auc(output, target))
+    if self.metrics_convention == 'mult':
+      results.update(metrics.mult_sentiment_metrics(output, target))
+    return results
 
   def prediction_row(self, output, target):
     return {'prediction': float(output), 'label': float(target)}
@@ -104,7 +122,8 @@ class Regression(Task):
 
 
 class Classification(Task):
-  """Single-label classification (MELD emotions): accuracy, weighted and macro F1."""
+  """Single-label classification (MELD emotions): accuracy, weighted and macro F1, one-vs-rest
+  ROC-AUC (macro and weighted)."""
 
   name = 'classification'
   key_metrics = ('Acc', 'F1_weighted')
@@ -120,7 +139,7 @@ class Classification(Task):
     return optax.softmax_cross_entropy_with_integer_labels(y, target.astype(jnp.int32))
 
   def metrics(self, output, target):
-    return metrics.emotion_metrics(output, target)
+    return {**metrics.emotion_metrics(output, target), **metrics.emotion_auc(output, target)}
 
   def describe(self, output):
     """{'prediction': name of the argmax, 'probabilities': {name: p}} (class_<i> unnamed)."""
@@ -132,7 +151,8 @@ class Classification(Task):
 
 
 class Iemocap(Task):
-  """IEMOCAP: four binary emotions (Neutral, Happy, Sad, Angry), MulT's metrics."""
+  """IEMOCAP: four binary emotions (Neutral, Happy, Sad, Angry), MulT's metrics, then ROC-AUC
+  per emotion and its mean."""
 
   name = 'iemocap'
   key_metrics = ('Mean_acc', 'Mean_F1')
@@ -148,7 +168,7 @@ class Iemocap(Task):
     return optax.softmax_cross_entropy_with_integer_labels(y, target.astype(jnp.int32)).mean(-1)
 
   def metrics(self, output, target):
-    return metrics.iemocap_metrics(output, target)
+    return {**metrics.iemocap_metrics(output, target), **metrics.iemocap_auc(output, target)}
 
   def describe(self, output):
     """{'prediction': the emotions present (P > 0.5), 'probabilities': {emotion: P(present)}}."""
@@ -156,20 +176,78 @@ class Iemocap(Task):
     return {'prediction': [e for e, p in present.items() if p > 0.5], 'probabilities': present}
 
 
-TASKS = {t.name: t for t in (Regression, Classification, Iemocap)}
+class MoseiEmotions(Task):
+  """CMU-MOSEI emotions: six binary emotions (happy, sad, anger, surprise, disgust, fear), present
+  when their intensity is > 0, multi-label; per-emotion weighted accuracy, F1 and ROC-AUC and
+  their means (`metrics.mosei_emotion_metrics`: definitions and papers)."""
+
+  name = 'mosei_emotions'
+  key_metrics = ('Mean_WA', 'Mean_F1')
+
+  @property
+  def output_units(self) -> int:
+    return len(label_names.MOSEI_EMOTIONS)
+
+  def shape_output(self, y):
+    return y.astype(jnp.float32)
+
+  def per_example_loss(self, y, target):
+    present = (target > metrics.PRESENT_INTENSITY).astype(jnp.float32)
+    return optax.sigmoid_binary_cross_entropy(y, present).mean(-1)
+
+  def host_output(self, y):
+    return jax.nn.sigmoid(y)
+
+  def metrics(self, output, target):
+    return metrics.mosei_emotion_metrics(output, target)
+
+  def prediction_row(self, output, target):
+    """`prediction` and `label`: 6 ints (present = 1), `probabilities`: 6 P(present),
+    `intensities`: the 6 annotated intensities."""
+    return {
+      'prediction': (np.asarray(output) > metrics.PRESENT_PROBABILITY).astype(int).tolist(),
+      'label': (np.asarray(target) > metrics.PRESENT_INTENSITY).astype(int).tolist(),
+      'probabilities': np.asarray(output).tolist(),
+      'intensities': np.asarray(target).tolist(),
+    }
+
+  def describe(self, output):
+    """{'prediction': the emotions present (P > 0.5), 'probabilities': {emotion: P(present)}}."""
+    present = {e: float(p) for e, p in zip(label_names.MOSEI_EMOTIONS, output)}
+    return {
+      'prediction': [e for e, p in present.items() if p > metrics.PRESENT_PROBABILITY],
+      'probabilities': present,
+    }
 
 
-def get_task(name: str, num_classes: int = 1, class_names: tuple[str, ...] = ()) -> Task:
-  """The Task called `name` ('regression', 'classification' or 'iemocap')."""
+TASKS = {t.name: t for t in (Regression, Classification, Iemocap, MoseiEmotions)}
+METRICS_CONVENTIONS = ('mmsa', 'mult')
+
+
+def get_task(
+  name: str,
+  num_classes: int = 1,
+  class_names: tuple[str, ...] = (),
+  metrics_convention: str = 'mmsa',
+) -> Task:
+  """The Task called `name` ('regression', 'classification', 'iemocap' or 'mosei_emotions')."""
   if name not in TASKS:
     raise ValueError(f'unknown task {name!r}: expected one of {sorted(TASKS)}')
-  return TASKS[name](num_classes=int(num_classes), class_names=tuple(class_names))
+  return TASKS[name](
+    num_classes=int(num_classes),
+    class_names=tuple(class_names),
+    metrics_convention=metrics_convention,
+  )
 
 
 def from_config(config) -> Task:
-  """The Task of a run config: `task`, `num_classes`, and the class names of the dataset's
-  `target_key` where they are known and as many as the classes."""
+  """The Task of a run config: `task`, `num_classes`, `metrics_convention` ('mmsa' when a saved
+  config predates it), and the class names of the dataset's `target_key` where they are known
+  and as many as the classes."""
   names = label_names.CLASS_NAMES.get((config.dataset.name, config.target_key), ())
   return get_task(
-    config.task, config.num_classes, names if len(names) == config.num_classes else ()
+    config.task,
+    config.num_classes,
+    names if len(names) == config.num_classes else (),
+    config.get('metrics_convention', 'mmsa'),
   )

@@ -4,7 +4,8 @@ Data (`input_pipeline`, placed by `placement`: on the devices, in host memory or
 programs of `steps.JittedSteps` (data parallel over every device of every process), compiled
 before the first step -> the loop (calls of `config.steps_per_call` steps, log, epoch-end
 validation and checkpoint) -> the final evaluation of the best checkpoint (`evaluation`).
-Checkpoints, resume and SIGTERM are `checkpoints`; logs are `metric_writer` and `curves`.
+Checkpoints, resume, SIGTERM / SIGINT and the config guard are `checkpoints`; logs are
+`metric_writer` and `curves`.
 """
 
 import concurrent.futures
@@ -42,12 +43,15 @@ def train_and_evaluate(
 
   Resumes automatically from the newest readable checkpoint in `workdir`; writes the config to
   workdir/config.json (`config_io.load` rebuilds it). Returns the final results (best checkpoint
-  on validation and test), also written to workdir/results.json, or {} when stopped by SIGTERM.
+  on validation and test), also written to workdir/results.json, or {} when stopped by SIGTERM
+  or SIGINT. A workdir holding a run of another config is refused before anything in it is
+  touched (`checkpoints.guard_config`).
   Logs to workdir/metrics.jsonl and TensorBoard event files, and draws workdir/curves.png after
   every epoch (in a thread). `jitted` (the steps of a config that differs only in the seed)
   reuses compiled programs, as a seed sweep does.
   """
   c = config
+  checkpoints.guard_config(c, workdir)  # first: a refusal leaves the workdir as it was.
   startup.enable_compilation_cache(c.get('compilation_cache_dir'))
   distributed.check_batch_size(c.batch_size, 'batch_size')
   dataset = input_pipeline.open_dataset(c)
@@ -110,37 +114,37 @@ def train_and_evaluate(
     for s in ('valid', 'test')
   }
   programs = placement.compile_programs(jitted, state, train_data, set(calls), eval_data)
-  t_window, step_window, plots = time.time(), step, concurrent.futures.ThreadPoolExecutor(1)
+  throughput = metric_writer.Throughput(c.batch_size)
+  plots = concurrent.futures.ThreadPoolExecutor(1)
   with checkpoints.Preemption() as preemption, train_data, plots:
     for i, k in enumerate(calls):
       state, step_metrics = programs[k](state, next(train_data))
       history.append(step_metrics)
+      step += k
       if i == 0:
-        jax.block_until_ready(state)
+        throughput.start(step, after=state)  # the first call warms up: time the ones after.
         logging.info(
           'time to first step: %.1f s (from process start)', startup.seconds_since_start()
         )
-      step += k
       if step % c.log_every_steps == 0 or step == total_steps:
         _check_nonfinite(c, state)
         scalars = {
           k: float(np.mean(np.concatenate([np.ravel(h[k]) for h in jax.device_get(history)])))
           for k in history[0]
         }
-        now = time.time()  # rate over the window (the first one includes compilation).
-        rate = (step - step_window) * c.batch_size / max(now - t_window, 1e-9)
+        rate = throughput.rate(step)
         logging.info(
-          'step %d/%d epoch %.2f loss %.4f lr %.2e | %.1f samples/s | ETA %s',
+          'step %d/%d epoch %.2f loss %.4f lr %.2e | %s',
           step,
           total_steps,
           step / steps_per_epoch,
           scalars['loss'],
           scalars['lr'],
-          rate,
-          _format_eta((total_steps - step) * c.batch_size / rate),
+          metric_writer.format_rate(rate, total_steps - step, c.batch_size),
         )
-        writer.write(step, 'train', {**scalars, 'samples_per_s': rate})
-        history, t_window, step_window = [], now, step
+        writer.write(step, 'train', {**scalars, **({'samples_per_s': rate} if rate else {})})
+        history = []
+        throughput.start(step)
       if step % steps_per_epoch == 0:
         t_epoch = time.time()
         _check_nonfinite(c, state)
@@ -161,11 +165,13 @@ def train_and_evaluate(
           time.time() - t_epoch,
           ' '.join(f'{k}={v:.4f}' for k, v in val.items()),
         )
-        t_window += time.time() - t_epoch  # samples/s counts training only.
+        throughput.start(step)  # the next window times training, not this validation.
       if preemption.should_stop():
         ckpt.save(state, _position(state))
         ckpt.wait()
-        logging.warning('Stopped at step %d after SIGTERM; the same command resumes.', step)
+        logging.warning(
+          'Stopped at step %d after %s; the same command resumes.', step, preemption.reason
+        )
         writer.close()
         return {}
   ckpt.save(state, _position(state))
@@ -225,8 +231,3 @@ def _plot_curves(
       curves.plot(writer.path, os.path.join(workdir, CURVES_FILE), key_metrics, steps_per_epoch)
     except ValueError as e:  # a line being appended while read: the next epoch redraws.
       logging.warning('curves.png not redrawn: %s', e)
-
-
-def _format_eta(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'

@@ -1,9 +1,10 @@
 """Subprocess side of tests/test_scaling.py: real `train.py` runs with a few probes attached.
 
-  python tests/scaling_helper.py train [--sigterm_after_step=K] [--sigkill_after_step=J
-      --wait_for_checkpoint=S] -- TRAIN_FLAGS...
-      train.py's main; after step K the process sends itself SIGTERM (handled by the trainer like
-      any SIGTERM); after step J, once checkpoint step S is on disk, it sends itself SIGKILL.
+  python tests/scaling_helper.py train [--sigterm_after_step=K] [--sigint_after_step=K]
+      [--sigkill_after_step=J --wait_for_checkpoint=S] -- TRAIN_FLAGS...
+      train.py's main; after step K the process sends itself SIGTERM or SIGINT (Ctrl-C; handled
+      by the trainer like any such signal); after step J, once checkpoint step S is on disk, it
+      sends itself SIGKILL.
   python tests/scaling_helper.py record --report=PATH -- TRAIN_FLAGS...
       train.py's main ('host' or 'stream' placement), recording the example ids this process
       read (per split), the files it
@@ -11,7 +12,8 @@
       of the parameters at every checkpointed step; writes them as JSON to PATH.
   python tests/scaling_helper.py curve --data_dir=DIR --steps=N --out=PATH
       N train steps of the tiny synthetic config on every device of this process; writes the
-      losses, trace/compile counts, shardings and final parameters to PATH (.npz).
+      losses and gradient norms per step, trace/compile counts, shardings and final parameters
+      to PATH (.npz).
 
 Signals are sent from inside the step so that the step they follow is exact whatever the load
 of the machine; the trainer's handling of them is the production code path.
@@ -71,14 +73,18 @@ def _run_train(argv):
 
 
 def train_cmd(options, argv):
-  sigterm = int(options.get('sigterm_after_step', -1))
+  stops = {
+    int(options[f'{name}_after_step']): signum
+    for name, signum in (('sigterm', signal.SIGTERM), ('sigint', signal.SIGINT))
+    if f'{name}_after_step' in options
+  }
   sigkill = int(options.get('sigkill_after_step', -1))
   wait_for = options.get('wait_for_checkpoint')
   workdir = next(a.split('=', 1)[1] for a in argv if a.startswith('--workdir='))
 
   def after_step(step):
-    if step == sigterm:
-      os.kill(os.getpid(), signal.SIGTERM)
+    if step in stops:
+      os.kill(os.getpid(), stops[step])
     if step == sigkill:
       if wait_for is not None:  # The async save of that step must be on disk first.
         path = os.path.join(workdir, checkpoints.CHECKPOINT_DIR, wait_for)
@@ -186,21 +192,26 @@ def curve_cmd(options, argv):
     global_batch_size=config.batch_size,
     seed=config.seed,
   )
-  state, losses = jitted.init(config.seed), []
+  state, losses, grad_norms = jitted.init(config.seed), [], []
   for _ in range(int(options['steps'])):
     batch = input_pipeline.to_global(next(batches), jitted.data_sharding)
     state, metrics = jitted.train(state, batch)
     losses.append(float(metrics['loss']))
+    grad_norms.append(float(metrics['grad_norm']))
   text = batch['text']
   np.savez(
     options['out'],
     losses=np.array(losses),
+    grad_norms=np.array(grad_norms),
     device_count=jax.device_count(),
     cache_size=jitted.train._cache_size(),
     batch_devices=len(text.sharding.device_set),
     batch_shard_rows=[s.data.shape[0] for s in text.addressable_shards],
     params_replicated=all(x.sharding.is_fully_replicated for x in jax.tree.leaves(state.params)),
-    **{f'leaf{i}': np.asarray(x) for i, x in enumerate(jax.tree.leaves(state.params))},
+    **{
+      'param.' + '.'.join(k.key for k in path): np.asarray(x)
+      for path, x in jax.tree_util.tree_flatten_with_path(state.params)[0]
+    },
   )
 
 

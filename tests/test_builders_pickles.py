@@ -4,6 +4,7 @@ Fixtures are written in the released formats (keys, dtypes, shapes, padding, MMS
 byte-string ids, NumPy-1.x pickles); every build is read back value for value.
 """
 
+import json
 import os
 import pickle
 import subprocess
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_prep import build, cmu_mosei, cmu_mosi, iemocap, mmsa, mult, safe_pickle
-from data_prep.sources import RepairLog, SourceError
+from data_prep import build, cmu_mosei, cmu_mosi, iemocap, mmsa, mult, registry, safe_pickle
+from data_prep.sources import RepairLog, SourceError, file_digest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = {'train': 'train', 'valid': 'validation', 'test': 'test'}
@@ -206,6 +207,15 @@ def assert_built(builder, expected):
   assert repairs.counts() == expected.repairs
 
 
+def assert_sources(builder, manual_dir):
+  """The build log and the dataset's metadata hold the pickle's SHA-256 and size."""
+  name = builder.builder_config.pickle_name
+  want = {name: file_digest(manual_dir / name)}
+  assert want[name]['bytes'] == (manual_dir / name).stat().st_size
+  assert RepairLog.read(os.path.join(builder.data_dir, 'repairs.json')).sources == want
+  assert dict(builder.info.metadata)['sources'] == want
+
+
 @pytest.mark.parametrize(
   'builder_cls, config, dims',
   [
@@ -216,7 +226,9 @@ def assert_built(builder, expected):
 )
 def test_mmsa_builders(tmp_path, builder_cls, config, dims):
   expected = write_mmsa(tmp_path, aligned=config == 'mmsa_aligned', dims=dims)
-  assert_built(_build(builder_cls, config, tmp_path, tmp_path / 'out'), expected)
+  builder = _build(builder_cls, config, tmp_path, tmp_path / 'out')
+  assert_built(builder, expected)
+  assert_sources(builder, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -247,7 +259,9 @@ def test_mult_builders(tmp_path, builder_cls, config, file, dims, task, id_kind)
   expected = write_mult(
     tmp_path / file, aligned=config == 'mult_aligned', dims=dims, task=task, id_kind=id_kind
   )
-  assert_built(_build(builder_cls, config, tmp_path, tmp_path / 'out'), expected)
+  builder = _build(builder_cls, config, tmp_path, tmp_path / 'out')
+  assert_built(builder, expected)
+  assert_sources(builder, tmp_path)
 
 
 def _mmsa_valid(tmp_path, aligned=False):
@@ -281,6 +295,10 @@ def _bad_mask(part):
   part['text_bert'] = part['text_bert'][:, :2]
 
 
+def _short_ids(part):
+  part['id'] = part['id'][:-1]
+
+
 @pytest.mark.parametrize(
   'corrupt, message',
   [
@@ -294,6 +312,7 @@ def _bad_mask(part):
     ),
     (_wide_vision, r'field vision: expected shape \(3, \?, 20\), found \(3, 500, 35\)'),
     (_bad_mask, r'field text_bert: expected shape \(3, 3, 50\), found \(3, 2, 50\)'),
+    (_short_ids, r'split valid, field id: expected shape \(3\), found \(2,\)'),
   ],
 )
 def test_mmsa_errors(tmp_path, corrupt, message):
@@ -333,6 +352,11 @@ def _mult_part(tmp_path, task='regression'):
       r'aligned pickle needs equal steps',
     ),
     ('regression', lambda p: p.update(id=p['id'][:2]), r'field id: expected 3 rows'),
+    (
+      'regression',
+      lambda p: p.update(text=p['text'][:2]),
+      r'field text: expected shape \(3, \?, 300\), found \(2, 20, 300\)',
+    ),
     (
       'iemocap',
       lambda p: p.update(labels=p['labels'][:, :, 0]),
@@ -415,7 +439,7 @@ def test_build_cli(tmp_path):
   for _ in range(2):  # Built, then reused: the same summary.
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()
-    header = f'cmu_mosi/mmsa_aligned 1.0.0 at {tmp_path}/out/cmu_mosi/mmsa_aligned/1.0.0'
+    header = f'cmu_mosi/mmsa_aligned 1.1.0 at {tmp_path}/out/cmu_mosi/mmsa_aligned/1.1.0'
     lines = lines[lines.index(header) :]  # After TFDS's own messages.
     assert lines[1:5] == [
       '  train: 3 examples',
@@ -423,10 +447,62 @@ def test_build_cli(tmp_path):
       '  test: 2 examples',
       'Repairs and drops:',
     ]
-    rows = [line.split()[:4] for line in lines[6:]]
+    sources_at = lines.index('Source files (SHA-256, bytes, name) and notes:')
+    rows = [line.split()[:4] for line in lines[6:sources_at]]
     assert sorted(rows) == sorted(
       [split, field, kind, str(count)] for (split, field, kind), count in expected.repairs.items()
     )
+    digest = file_digest(tmp_path / 'aligned_50.pkl')
+    assert lines[sources_at + 1 :] == [
+      f'{digest["sha256"]}  {digest["bytes"]:>13,d}  aligned_50.pkl'
+    ]
+
+
+def test_empty_split_fails_in_one_line_naming_the_drops(tmp_path):
+  """Every 'valid' label non-finite: the split would be empty. The CLI says so in one line with
+  what was dropped (not TFDS's bare AssertionError) and exits 1; nothing is built."""
+  write_mmsa(tmp_path, aligned=True, dims=MOSI_MMSA)
+  data = safe_pickle.load(tmp_path / 'aligned_50.pkl')
+  data['valid']['regression_labels'][:] = np.nan
+  _write_numpy1_pickle(tmp_path / 'aligned_50.pkl', data)
+  with pytest.raises(SourceError, match="split 'valid' has no examples left"):
+    _build(cmu_mosi.CmuMosi, 'mmsa_aligned', tmp_path, tmp_path / 'lib')
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'data_prep.build',
+      '--dataset=cmu_mosi',
+      '--config=mmsa_aligned',
+      f'--manual_dir={tmp_path}',
+      f'--data_dir={tmp_path}/out',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 1
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert errors == [
+    "error: cmu_mosi/mmsa_aligned: split 'valid' has no examples left after the repairs and "
+    'drops: dropped_nonfinite_label of regression_labels: 3 (e.g. vidvalid0$_$clip0, '
+    'vidvalid0$_$clip1, vidvalid1$_$clip2). Check the source files; nothing was written.'
+  ]
+  assert 'Traceback' not in result.stderr
+  assert not list((tmp_path / 'out').glob('cmu_mosi/mmsa_aligned/*'))
+
+
+def test_unknown_dataset_or_config_lists_the_valid_ones(tmp_path):
+  with pytest.raises(ValueError, match=r"--dataset='mosi' is not a dataset .* are cmu_mosi, "):
+    build.build('mosi', data_dir=str(tmp_path))
+  with pytest.raises(
+    ValueError,
+    match=r"--config='mult' is not a builder config of iemocap; its configs are mult_aligned, "
+    r'mult_unaligned\.',
+  ):
+    build.build('iemocap', 'mult', data_dir=str(tmp_path))
+  for name in registry.DATASETS:  # every listed dataset is a builder of its own module.
+    assert registry.builder_class(name).name == name
 
 
 def test_build_cli_help():
@@ -455,6 +531,28 @@ def test_repairs_text(tmp_path):
   ]
   (tmp_path / 'other.json').write_text('{"train": {"dropped": ["dia1_utt2"]}}')
   assert '"dia1_utt2"' in build.repairs_text(tmp_path / 'other.json')
+
+
+def test_repair_log_round_trip_and_the_older_list_form(tmp_path):
+  """The log keeps repairs, source digests and notes; a log written before sources were
+  recorded (a plain list of rows) still reads."""
+  pickle_path = tmp_path / 'a.pkl'
+  pickle_path.write_bytes(b'abc')
+  log = RepairLog()
+  log.add('generated_id', path='/x/a.pkl', split='test', example='test_00000', field='id', count=2)
+  assert log.add_source(pickle_path) == {
+    'sha256': 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',  # SHA-256('abc')
+    'bytes': 3,
+  }
+  log.note('folds', 'shipped')
+  log.write(tmp_path / 'log.json')
+  again = RepairLog.read(tmp_path / 'log.json')
+  assert again.to_record() == log.to_record()
+  assert again.sources == {'a.pkl': log.sources['a.pkl']} and again.notes == {'folds': 'shipped'}
+  (tmp_path / 'old.json').write_text(json.dumps(log.to_json()))
+  old = RepairLog.read(tmp_path / 'old.json')
+  assert old.counts() == log.counts() and old.sources == {} and old.notes == {}
+  assert build.repairs_text(tmp_path / 'old.json') == log.summary()
 
 
 def test_build_rejects_options_the_builder_does_not_take(tmp_path):

@@ -32,6 +32,18 @@ def test_sentiment_and_iemocap_configs(module, arg, builder, dims, lens):
   assert tasks.get_task(model.task, model.num_classes).output_units == expected_units
 
 
+def test_mosei_emotions_config():
+  c = mosei.get_config('csd_emotions')
+  assert (c.dataset.name, c.dataset.config) == ('cmu_mosei', 'csd')
+  assert (c.task, c.num_classes, c.target_key) == ('mosei_emotions', 6, 'emotions')
+  assert (c.dims.text, c.dims.audio, c.dims.vision) == (300, 74, 35)
+  task = tasks.from_config(c)
+  assert task.output_units == 6 and task.class_names[0] == 'happy'
+  assert task.key_metrics == ('Mean_WA', 'Mean_F1')
+  model = fasca_net.build(c)
+  assert tasks.get_task(model.task, model.num_classes).output_units == 6
+
+
 def test_meld_configs():
   text = meld.get_config('text')
   assert (text.dataset.name, text.dataset.config, text.modalities) == ('meld', 'text', ('text',))

@@ -161,6 +161,9 @@ def test_build_text_config(tmp_path, encoder):
   assert {s: summary[s]['examples'] for s in EXPECTED} == {'train': 3, 'validation': 2, 'test': 3}
   log = sources.RepairLog.read(pathlib.Path(builder.data_dir) / sources.REPAIRS_FILE)
   assert log.counts() == {('train', 'raw_text', 'c1_to_cp1252'): 1}
+  csvs = [name for name, _ in meld.SPLIT_FILES.values()]
+  want = {name: sources.file_digest(manual / name) for name in csvs}
+  assert log.sources == want and dict(builder.info.metadata)['sources'] == want
 
 
 def test_build_multimodal_config(tmp_path, encoder):
@@ -240,3 +243,62 @@ def test_missing_manual_files_are_named(tmp_path):
     builder = meld.Meld(config=config, data_dir=tmp_path / 'data')
     with pytest.raises(FileNotFoundError, match=missing):
       _build(builder, manual)
+
+
+def test_mixed_encodings_decode_per_line(tmp_path):
+  """One latin-1 byte in an otherwise UTF-8 CSV: only that byte is read as cp1252, so every '’'
+  stays intact (also on the same line), and the line is counted in the repair log by number."""
+  rows = [
+    '1,It’s fine.,Ross,neutral,neutral,0,0,1,1,"00:00:01,000","00:00:02,000"',
+    '2,"Caf\udce9 au lait?\nIt’s Monica’s.",Rachel,joy,positive,0,1,1,1,"00:00:02,000",'
+    '"00:00:03,000"',
+    '3,“Pivot!”,Ross,anger,negative,1,0,1,1,"00:00:03,000","00:00:04,000"',
+  ]
+  path = tmp_path / 'train_sent_emo.csv'
+  body = '\r\n'.join([HEADER, *rows]) + '\r\n'
+  path.write_bytes(body.encode('utf-8', errors='surrogateescape'))  # \udce9 -> the byte 0xe9
+  utterances, repairs = meld.read_split_csv(path)
+  assert [u.raw_text for u in utterances] == [
+    'It’s fine.',
+    'Café au lait?\nIt’s Monica’s.',
+    '“Pivot!”',
+  ]
+  assert repairs['csv_encoding'] == 'utf-8-sig+cp1252'
+  assert repairs['not_utf8'] == [(3, 'dia0_utt1', "byte 0xe9 at column 7 read as 'é'")]
+  log = meld.repair_log({'train': {**repairs, 'dropped': {}, 'nonfinite_replaced': {}}})
+  assert log.counts() == {('train', 'csv_line', 'not_utf8_to_cp1252'): 1}
+  assert log.to_json()[0]['examples'] == ['line 3 (dia0_utt1)']
+  assert (
+    'train  csv_line  not_utf8_to_cp1252      1  train_sent_emo.csv; e.g. line 3 (dia0_utt1)'
+    in (log.summary())
+  )
+
+
+def test_real_csv_with_one_latin1_byte_keeps_every_other_line(tmp_path):
+  if not REAL_MELD.is_dir():
+    pytest.skip(f'real MELD CSVs not found at {REAL_MELD} (the shared/ folder beside the repo)')
+  clean = (REAL_MELD / 'train_sent_emo.csv').read_bytes()
+  lines = clean.split(b'\n')
+  target = next(i for i, line in enumerate(lines) if b'Monica' in line and i > 1000)
+  lines[target] = lines[target].replace(b'Monica', b'M\xf3nica', 1)  # latin-1 'ó'
+  mixed = tmp_path / 'train_sent_emo.csv'
+  mixed.write_bytes(b'\n'.join(lines))
+  want, _ = meld.read_split_csv(REAL_MELD / 'train_sent_emo.csv')
+  got, repairs = meld.read_split_csv(mixed)
+  changed = [(a.id, a.raw_text, b.raw_text) for a, b in zip(want, got) if a != b]
+  assert len(got) == len(want) == 9989 and len(changed) == 1
+  uid, before, after = changed[0]
+  assert after == before.replace('Monica', 'Mónica', 1)
+  assert sum('’' in u.raw_text for u in got) == sum('’' in u.raw_text for u in want) > 2000
+  assert not any('â€' in u.raw_text for u in got)
+  column = lines[target].index(b'\xf3') + 1
+  assert repairs['not_utf8'] == [(target + 1, uid, f"byte 0xf3 at column {column} read as 'ó'")]
+  assert repairs['csv_encoding'] == 'utf-8-sig+cp1252'
+
+
+def test_loading_the_encoder_prints_no_expected_warnings(capfd, caplog):
+  text.TextEncoder()  # a fresh load, not the cached one
+  out, err = capfd.readouterr()
+  logged = out + err + caplog.text
+  assert 'were not used when initializing' not in logged
+  assert 'TensorFlow and JAX classes are deprecated' not in logged

@@ -1,13 +1,17 @@
 """Tests for fasca_jax.metrics against hand-computed values and sklearn."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
+from sklearn import metrics as sk  # requirements-dev.txt pins it: these tests never skip.
 
 from configs import meld
+from configs import mosei
 from fasca_jax import metrics
 from fasca_jax import tasks
+from fasca_jax.label_names import MOSEI_EMOTIONS
 
 # Ten samples exercising every branch of the MOSI/MOSEI metrics.
 #   idx  label  pred   what it tests
@@ -130,7 +134,6 @@ def test_f1_single_class():
 
 @pytest.mark.parametrize('seed', range(6))
 def test_f1_matches_sklearn(seed):
-  sk = pytest.importorskip('sklearn.metrics')
   rng = np.random.default_rng(seed)
   n = int(rng.integers(1, 200))
   y_true = rng.integers(0, 5, n)
@@ -145,7 +148,6 @@ def test_f1_matches_sklearn(seed):
 
 def _mmsa_regression(preds, labels):
   """MMSA metricsTop.__eval_mosei_regression with sklearn, unrounded."""
-  sk = pytest.importorskip('sklearn.metrics')
   test_preds, test_truth = preds.reshape(-1), labels.reshape(-1)
 
   def multiclass_acc(y_pred, y_true):
@@ -264,23 +266,41 @@ def test_iemocap_metrics_hand_case(one_hot):
 
 
 def test_tasks_dispatch_to_their_metrics():
-  assert tasks.get_task('regression').metrics(SENT_PREDS, SENT_LABELS) == metrics.sentiment_metrics(
-    SENT_PREDS, SENT_LABELS
-  )
+  """Each task's metrics are the field's (first, in their order), then RMSE / AUC."""
+  mmsa = metrics.sentiment_metrics(SENT_PREDS, SENT_LABELS)
+  regression = tasks.get_task('regression').metrics(SENT_PREDS, SENT_LABELS)
+  assert regression == {
+    **mmsa,
+    'RMSE': metrics.rmse(SENT_PREDS, SENT_LABELS),
+    **metrics.sentiment_auc(SENT_PREDS, SENT_LABELS),
+  }
+  assert list(regression)[: len(mmsa)] == list(mmsa)
+  mult = tasks.get_task('regression', metrics_convention='mult').metrics(SENT_PREDS, SENT_LABELS)
+  assert mult == {**regression, **metrics.mult_sentiment_metrics(SENT_PREDS, SENT_LABELS)}
   logits = _logits_for(F1_PRED, 3)
-  assert tasks.get_task('classification', 3).metrics(logits, F1_TRUE) == metrics.emotion_metrics(
-    logits, F1_TRUE
-  )
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  emotion = metrics.emotion_metrics(probs, F1_TRUE)
+  assert tasks.get_task('classification', 3).metrics(probs, F1_TRUE) == {
+    **emotion,
+    **metrics.emotion_auc(probs, F1_TRUE),
+  }
+  assert emotion == metrics.emotion_metrics(logits, F1_TRUE)
   iemo_logits = np.stack([1 - IEMO_PREDS, IEMO_PREDS], axis=-1)
-  assert tasks.get_task('iemocap', 2).metrics(iemo_logits, IEMO_LABELS) == metrics.iemocap_metrics(
-    iemo_logits, IEMO_LABELS
-  )
+  iemocap = tasks.get_task('iemocap', 2).metrics(iemo_logits, IEMO_LABELS)
+  expected = {
+    **metrics.iemocap_metrics(iemo_logits, IEMO_LABELS),
+    **metrics.iemocap_auc(iemo_logits, IEMO_LABELS),
+  }
+  assert list(iemocap) == list(expected)  # Happy and Angry have one class: AUC NaN.
+  assert iemocap == pytest.approx(expected, rel=0, abs=0, nan_ok=True)
   with pytest.raises(
     ValueError,
     match=r"unknown task 'ranking'.*"
-    r"\['classification', 'iemocap', 'regression'\]",
+    r"\['classification', 'iemocap', 'mosei_emotions', 'regression'\]",
   ):
     tasks.get_task('ranking')
+  with pytest.raises(ValueError, match=r"metrics_convention='MulT': expected one of"):
+    tasks.get_task('regression', metrics_convention='MulT')
 
 
 def test_format_table():
@@ -387,3 +407,250 @@ def test_task_descriptions_and_class_names():
   assert iemocap['probabilities'] == pytest.approx(
     {'Neutral': 0.1, 'Happy': 0.8, 'Sad': 0.4, 'Angry': 0.7}
   )
+
+
+# --- MulT's sentiment convention, RMSE, ROC-AUC, MOSEI emotions --------------------------------
+def test_mult_convention_hand_case():
+  """The issue's example: MulT's swapped-argument F1 against sklearn's argument order."""
+  preds, labels = [1.0, 1.0, 1.0, 1.0, -1.0, 1.0], [1.0, 1.0, 1.0, -1.0, -1.0, -1.0]
+  got = metrics.mult_sentiment_metrics(preds, labels)
+  # preds > 0 = T T T T F T, labels > 0 = T T T F F F. Per class F1 (symmetric): T: TP 3,
+  # 3 true, 5 predicted -> 6/8 = 3/4; F: TP 1, 3 true, 1 predicted -> 2/4 = 1/2.
+  # MulT weights by the predicted counts (5, 1): (5 * 3/4 + 1 * 1/2) / 6 = 17/24 = 0.7083.
+  assert got['MulT_F1_score'] == pytest.approx(17 / 24, abs=1e-15)
+  assert round(got['MulT_F1_score'], 4) == 0.7083
+  # sklearn's order weights by the true counts (3, 3): (3 * 3/4 + 3 * 1/2) / 6 = 0.625.
+  assert metrics.sentiment_metrics(preds, labels)['Non0_F1_score'] == pytest.approx(0.625)
+  # No zero label: exclude_zero makes no difference; accuracy 4/6 either way.
+  assert got['MulT_F1_score_all'] == got['MulT_F1_score']
+  assert got['MulT_acc_2'] == got['MulT_acc_2_all'] == pytest.approx(4 / 6, abs=1e-15)
+  sk = pytest.importorskip('sklearn.metrics')
+  p, t = np.array(preds) > 0, np.array(labels) > 0
+  assert got['MulT_F1_score'] == pytest.approx(sk.f1_score(p, t, average='weighted'), abs=1e-15)
+  assert sk.f1_score(t, p, average='weighted') == pytest.approx(0.625, abs=1e-15)
+
+
+def test_mult_convention_with_zero_labels():
+  """Where the conventions differ on accuracy: a zero label is negative for MulT's `_all`
+  (> 0 vs <= 0) and positive for MMSA's Has0 (>= 0)."""
+  preds, labels = [0.5, -0.2, 1.0, -1.0], [0.0, 0.0, 2.0, -1.0]
+  got = metrics.mult_sentiment_metrics(preds, labels)
+  mmsa = metrics.sentiment_metrics(preds, labels)
+  # Has0: truth >= 0 = T T T F, preds >= 0 = T F T F -> 3/4.
+  assert mmsa['Has0_acc_2'] == pytest.approx(3 / 4, abs=1e-15)
+  # MulT _all: truth > 0 = F F T F, preds > 0 = T F T F -> 3/4 (index 0 wrong, index 1 right).
+  assert got['MulT_acc_2_all'] == pytest.approx(3 / 4, abs=1e-15)
+  # Its swapped F1 (y_true = preds): class T: TP 1, 2 pred-"true", 1 truth -> 2/3; class F:
+  # TP 2, 2, 3 -> 4/5; weighted by preds' counts (2, 2): (2 * 2/3 + 2 * 4/5) / 4 = 11/15.
+  assert got['MulT_F1_score_all'] == pytest.approx(11 / 15, abs=1e-15)
+  # Non-zero samples only (indices 2, 3): both right.
+  assert got['MulT_acc_2'] == mmsa['Non0_acc_2'] == 1.0 and got['MulT_F1_score'] == 1.0
+
+
+def test_metrics_convention_from_config():
+  config = mosei.get_config('aligned')
+  assert config.metrics_convention == 'mmsa'
+  assert not any(k.startswith('MulT_') for k in tasks.from_config(config).metrics([1.0], [1.0]))
+  config.metrics_convention = 'mult'
+  got = tasks.from_config(config).metrics(SENT_PREDS, SENT_LABELS)
+  assert list(got)[-4:] == ['MulT_acc_2', 'MulT_F1_score', 'MulT_acc_2_all', 'MulT_F1_score_all']
+
+
+def test_rmse_hand_case():
+  # Errors 1, -2, 2 -> sqrt((1 + 4 + 4) / 3) = sqrt(3).
+  assert metrics.rmse([1.0, 0.0, 3.0], [0.0, 2.0, 1.0]) == pytest.approx(math.sqrt(3), abs=1e-15)
+
+
+def test_roc_auc_hand_case():
+  # Positives score 0.8, 0.4; negatives 0.4, 0.1. Pairs: (0.8 > 0.4), (0.8 > 0.1), (0.4 = 0.4)
+  # counts 1/2, (0.4 > 0.1) -> 3.5 / 4.
+  assert metrics.roc_auc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1]) == 3.5 / 4
+  assert math.isnan(metrics.roc_auc([1, 1], [0.3, 0.2]))  # one class: undefined.
+  assert math.isnan(metrics.roc_auc([0, 0, 0], [0.3, 0.2, 0.1]))
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_roc_auc_matches_sklearn(seed):
+  sk = pytest.importorskip('sklearn.metrics')
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(2, 300))
+  y = rng.random(n) < rng.uniform(0.1, 0.9)
+  y[:2] = [True, False]
+  scores = rng.normal(size=n) + y * rng.uniform(0, 2)
+  if seed % 2:  # Many ties, also across the classes.
+    scores = np.round(scores * 2) / 2
+  assert abs(metrics.roc_auc(y, scores) - sk.roc_auc_score(y, scores)) <= 1e-12
+  assert abs(metrics.roc_auc(y, scores.astype(np.float32)) - sk.roc_auc_score(y, scores)) <= 1e-6
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_sentiment_auc_and_rmse_match_sklearn(seed):
+  sk = pytest.importorskip('sklearn.metrics')
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(20, 300))
+  labels = np.round(rng.uniform(-3.4, 3.4, n) * 2) / 2
+  labels[rng.random(n) < 0.15] = 0.0
+  preds = np.round(labels + rng.normal(size=n), 1)  # Ties.
+  got = metrics.sentiment_auc(preds, labels)
+  non0 = labels != 0
+  assert abs(got['Has0_AUC'] - sk.roc_auc_score(labels >= 0, preds)) <= 1e-12
+  assert abs(got['Non0_AUC'] - sk.roc_auc_score(labels[non0] > 0, preds[non0])) <= 1e-12
+  want_rmse = math.sqrt(sk.mean_squared_error(labels, preds))
+  assert abs(metrics.rmse(preds, labels) - want_rmse) <= 1e-12
+  assert math.isnan(metrics.sentiment_auc([0.5, -1.0], [0.0, 0.0])['Non0_AUC'])
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_emotion_auc_matches_sklearn(seed):
+  sk = pytest.importorskip('sklearn.metrics')
+  rng = np.random.default_rng(seed)
+  n, c = int(rng.integers(30, 200)), 7
+  labels = rng.integers(0, c, n)
+  labels[:c] = np.arange(c)  # every class present.
+  probs = _softmax(rng.normal(size=(n, c)) + 2 * np.eye(c)[labels] * rng.random((n, 1)))
+  if seed % 2:
+    probs = np.round(probs, 2)  # Ties (rows no longer sum to 1 exactly: renormalise).
+    probs = probs / probs.sum(-1, keepdims=True)
+  got = metrics.emotion_auc(probs, labels)
+  for average in ('macro', 'weighted'):
+    want = sk.roc_auc_score(labels, probs, multi_class='ovr', average=average)
+    assert abs(got[f'AUC_{average}'] - want) <= 1e-12, average
+
+
+def test_emotion_auc_with_a_class_absent_from_the_truth():
+  """Class 2 is never true: its AUC is undefined and left out of both means (sklearn's own
+  per-class AUC is NaN there and its macro mean NaN)."""
+  sk = pytest.importorskip('sklearn.metrics')
+  rng = np.random.default_rng(0)
+  labels = rng.choice([0, 1, 3], 60)
+  probs = _softmax(rng.normal(size=(60, 4)))
+  got = metrics.emotion_auc(probs, labels)
+  present = [0, 1, 3]
+  per_class = [sk.roc_auc_score(labels == k, probs[:, k]) for k in present]
+  support = [np.sum(labels == k) for k in present]
+  assert got['AUC_macro'] == pytest.approx(np.mean(per_class), abs=1e-12)
+  assert got['AUC_weighted'] == pytest.approx(np.average(per_class, weights=support), abs=1e-12)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    sk_per_class = sk.roc_auc_score(
+      np.eye(4)[labels], probs, average=None
+    )  # multilabel form: one binary AUC per column.
+  assert math.isnan(sk_per_class[2])
+  np.testing.assert_allclose(sk_per_class[present], per_class, atol=1e-12)
+  one_class = metrics.emotion_auc(probs[:5], np.zeros(5, int))
+  assert math.isnan(one_class['AUC_macro']) and math.isnan(one_class['AUC_weighted'])
+
+
+def test_iemocap_auc_matches_sklearn():
+  sk = pytest.importorskip('sklearn.metrics')
+  rng = np.random.default_rng(3)
+  labels = (rng.random((80, 4)) < 0.3).astype(int)
+  labels[:, 1] = 0  # Happy absent everywhere: NaN, left out of the mean.
+  probs = _softmax(rng.normal(size=(80, 4, 2)) + 1.5 * np.eye(2)[labels])
+  got = metrics.iemocap_auc(probs, labels)
+  assert list(got) == ['Neutral_AUC', 'Happy_AUC', 'Sad_AUC', 'Angry_AUC', 'Mean_AUC']
+  want = [sk.roc_auc_score(labels[:, i], probs[:, i, 1]) for i in (0, 2, 3)]
+  assert [got[k] for k in ('Neutral_AUC', 'Sad_AUC', 'Angry_AUC')] == pytest.approx(want, abs=1e-12)
+  assert math.isnan(got['Happy_AUC'])
+  assert got['Mean_AUC'] == pytest.approx(np.mean(want), abs=1e-12)
+  # One-hot labels give the same.
+  assert metrics.iemocap_auc(probs, np.eye(2)[labels]) == pytest.approx(got, nan_ok=True)
+
+
+def test_weighted_accuracy_hand_case():
+  # truth 1 1 0 0 0, pred 1 0 0 0 1: P 2, N 3, TP 1, TN 2 -> (1 * 3/2 + 2) / 6 = 7/12.
+  assert metrics.weighted_accuracy([1, 1, 0, 0, 0], [1, 0, 0, 0, 1]) == pytest.approx(7 / 12)
+  assert math.isnan(metrics.weighted_accuracy([1, 1], [1, 0]))
+
+
+MOSEI_INTENSITIES = np.array(
+  [  # happy, sad, anger, surprise, disgust, fear
+    [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [0.3, 0.0, 2.0, 0.0, 0.0, 0.0],
+    [0.0, 0.6, 0.0, 0.0, 0.0, 0.0],
+    [0.0, 0.0, 0.0, 0.0, 1.3, 0.0],
+  ]
+)
+MOSEI_PROBS = np.array(
+  [
+    [0.9, 0.2, 0.1, 0.4, 0.1, 0.2],
+    [0.4, 0.7, 0.6, 0.2, 0.3, 0.5],  # 0.5 is not > 0.5: fear predicted absent.
+    [0.6, 0.8, 0.2, 0.1, 0.2, 0.1],
+    [0.1, 0.3, 0.3, 0.3, 0.9, 0.3],
+  ]
+)
+
+
+def test_mosei_emotion_metrics_hand_case():
+  got = metrics.mosei_emotion_metrics(MOSEI_PROBS, MOSEI_INTENSITIES)
+  assert list(got)[:3] == ['happy_WA', 'happy_F1', 'happy_AUC']
+  assert list(got)[-3:] == ['Mean_WA', 'Mean_F1', 'Mean_AUC']
+  # happy: truth T T F F, pred T F T F. P 2, N 2, TP 1, TN 1 -> WA (1 * 2/2 + 1) / 4 = 1/2.
+  # F1: class T 2TP/(true+pred) = 2/4, class F 2/4 -> 1/2. AUC: positives 0.9, 0.4 vs negatives
+  # 0.6, 0.1: (0.9 > both) 2 + (0.4 > 0.1) 1 = 3/4.
+  assert (got['happy_WA'], got['happy_F1'], got['happy_AUC']) == pytest.approx((0.5, 0.5, 0.75))
+  # sad: truth F F T F, pred F T T F. P 1, N 3, TP 1, TN 2 -> (1 * 3 + 2) / 6 = 5/6.
+  # F1: T: 2/(1 + 2) = 2/3, weight 1; F: TN 2 -> 2*2/(3 + 2) = 4/5, weight 3 -> (2/3 + 12/5)/4
+  # = 23/30. AUC: 0.8 above 0.2, 0.7, 0.3 -> 1.
+  assert (got['sad_WA'], got['sad_F1'], got['sad_AUC']) == pytest.approx((5 / 6, 23 / 30, 1.0))
+  # surprise is never present: WA and AUC undefined (NaN), F1 defined (all absent, predicted
+  # absent -> 1).
+  assert math.isnan(got['surprise_WA']) and math.isnan(got['surprise_AUC'])
+  assert got['surprise_F1'] == 1.0
+  # fear likewise never present.
+  assert math.isnan(got['fear_WA'])
+  # anger: truth F T F F, pred F T F F -> WA 1, F1 1, AUC 1; disgust the same.
+  assert got['anger_WA'] == got['disgust_WA'] == 1.0
+  # Means over the defined emotions: WA over happy, sad, anger, disgust.
+  assert got['Mean_WA'] == pytest.approx((0.5 + 5 / 6 + 1 + 1) / 4)
+  assert got['Mean_F1'] == pytest.approx(np.mean([got[f'{e}_F1'] for e in MOSEI_EMOTIONS]))
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_mosei_emotion_metrics_match_sklearn(seed):
+  sk = pytest.importorskip('sklearn.metrics')
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(30, 300))
+  intensities = np.where(rng.random((n, 6)) < 0.3, rng.choice([0.33, 0.67, 1.0, 2.0, 3.0]), 0.0)
+  intensities[0], intensities[1] = 1.0, 0.0  # Both classes of every emotion present.
+  probs = np.round(1 / (1 + np.exp(-(rng.normal(size=(n, 6)) + (intensities > 0)))), 2)
+  got = metrics.mosei_emotion_metrics(probs, intensities)
+  for i, e in enumerate(MOSEI_EMOTIONS):
+    truth, pred = intensities[:, i] > 0, probs[:, i] > 0.5
+    assert abs(got[f'{e}_WA'] - sk.balanced_accuracy_score(truth, pred)) <= 1e-12
+    assert abs(got[f'{e}_F1'] - sk.f1_score(truth, pred, average='weighted')) <= 1e-12
+    assert abs(got[f'{e}_AUC'] - sk.roc_auc_score(truth, probs[:, i])) <= 1e-12
+  for kind in ('WA', 'F1', 'AUC'):
+    assert got[f'Mean_{kind}'] == pytest.approx(
+      np.mean([got[f'{e}_{kind}'] for e in MOSEI_EMOTIONS])
+    )
+
+
+def test_mosei_emotions_task():
+  task = tasks.get_task('mosei_emotions', 6, MOSEI_EMOTIONS)
+  assert task.output_units == 6 and task.key_metrics == ('Mean_WA', 'Mean_F1')
+  logits = np.array([[2.0, -1.0, 0.0, 0.5, -3.0, 1.0]], np.float32)
+  target = np.array([[1.5, 0.0, 0.33, 0.0, 0.0, 2.0]], np.float32)
+  loss = np.asarray(task.per_example_loss(task.shape_output(logits), target))
+  present = (target > 0).astype(np.float64)
+  p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+  want = -np.mean(present * np.log(p) + (1 - present) * np.log(1 - p), axis=-1)
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  probs = np.asarray(task.host_output(logits))[0]
+  np.testing.assert_allclose(probs, p[0], rtol=1e-6)
+  row = task.prediction_row(probs, target[0])
+  assert row['prediction'] == [1, 0, 0, 1, 0, 1] and row['label'] == [1, 0, 1, 0, 0, 1]
+  assert row['probabilities'] == [float(x) for x in probs]
+  assert row['intensities'] == [float(x) for x in target[0]]
+  described = task.describe(probs)
+  assert described['prediction'] == ['happy', 'surprise', 'fear']
+  assert described['probabilities']['happy'] == pytest.approx(p[0, 0])
+  # The metrics recomputed from prediction rows (labels 0/1) equal those of the intensities.
+  rows = [task.prediction_row(a, b) for a, b in zip(MOSEI_PROBS, MOSEI_INTENSITIES)]
+  again = task.metrics(np.array([r['probabilities'] for r in rows]), [r['label'] for r in rows])
+  assert again == pytest.approx(task.metrics(MOSEI_PROBS, MOSEI_INTENSITIES), nan_ok=True)

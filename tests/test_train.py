@@ -16,6 +16,7 @@ from fasca_jax import input_pipeline
 from fasca_jax import steps
 from fasca_jax import tasks
 from fasca_jax import train_lib
+import train_hooks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,7 +73,13 @@ def test_train_and_evaluate_writes_results_metrics_and_checkpoints(trained):
     assert set(split) >= {'loss', 'Has0_acc_2', 'Has0_F1_score', 'MAE', 'Corr', 'Mult_acc_7'}
     assert np.isfinite(split['loss'])
   with open(os.path.join(workdir, 'results.json')) as f:
-    assert json.load(f) == results  # JSON round-trips floats exactly.
+    written = json.load(f)
+  # The splits, plus the dataset's provenance (a generated dataset: no source files).
+  assert written == {'dataset': written['dataset'], **results}  # JSON round-trips floats exactly.
+  assert evaluation.read_results(workdir) == results
+  assert written['dataset'] == evaluation.read_provenance(workdir)
+  version = str(input_pipeline.open_dataset(config).builder.version)
+  assert written['dataset'] == {'name': 'synthetic_affect/tiny', 'version': version, 'sources': {}}
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   assert rows[0]['kind'] == 'hparams' and rows[0]['config']['dataset']['config'] == 'tiny'
@@ -229,3 +236,51 @@ def test_second_run_loads_every_program_from_the_compilation_cache(data_dir, tmp
     print(run, line.split('] ')[-1])
     listings.append(sorted(p.name for p in cache.iterdir()))
   assert listings[0] and listings[1] == listings[0]
+
+
+def test_best_checkpoint_is_an_earlier_epoch_when_a_later_one_is_worse(data_dir, tmp_path):
+  """A hook on the train step shifts the regression head's output by +5 at the first step of
+  epoch 2, so epoch 2 ends with a much higher validation loss than epoch 1 (6 more steps at
+  lr 1e-3 cannot undo it). The best checkpoint must then be epoch 1's step: `best_step`,
+  `restore_best` and results.json (valid and test) all come from it, not from the latest step,
+  whose parameters differ."""
+  workdir = str(tmp_path)
+  config = tiny_config(data_dir)
+  steps_per_epoch = input_pipeline.open_dataset(config).steps_per_epoch(config.batch_size)
+  total_steps = steps_per_epoch * config.num_epochs
+  assert config.steps_per_call == 1
+  jitted = _jitted(config, total_steps, steps_per_epoch)
+
+  def worse_from_epoch_2(state):
+    if int(state.step) == steps_per_epoch + 1:
+      head = state.params['head']
+      shifted = {**head, 'out': {**head['out'], 'bias': head['out']['bias'] + 5.0}}
+      state = state.replace(params={**state.params, 'head': shifted})
+    return state
+
+  train_hooks.after_train_calls(jitted, worse_from_epoch_2)
+  results = train_lib.train_and_evaluate(config, workdir, jitted=jitted)
+
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    valid = {r['step']: r for r in map(json.loads, f) if r['kind'] == 'valid'}
+  assert sorted(valid) == [steps_per_epoch, total_steps]
+  assert valid[total_steps]['loss'] > valid[steps_per_epoch]['loss'] + 1.0
+  ckpt = checkpoints.Checkpoints(workdir)
+  assert ckpt.all_steps()[-1] == total_steps
+  assert ckpt.best_step() == steps_per_epoch
+  restored = checkpoints.restore_best(config, workdir)
+  best = restored.state
+  latest, _ = _latest_of(workdir, config)
+  assert restored.step == steps_per_epoch == int(best.step) and restored.fallback is None
+  assert int(latest.step) == total_steps
+  assert not np.allclose(best.params['head']['out']['bias'], latest.params['head']['out']['bias'])
+  # The final results are those of the best step: its validation metrics as logged at the end
+  # of epoch 1, and a test evaluation of its parameters.
+  for metric in ('loss', 'Has0_acc_2', 'MAE', 'Corr'):
+    assert results['valid'][metric] == pytest.approx(valid[steps_per_epoch][metric], abs=1e-6)
+  assert evaluation.read_results(workdir) == results
+  dataset = input_pipeline.open_dataset(config)
+  best_test, _ = evaluation.evaluate(
+    jitted, best.params, dataset, 'test', batch_size=config.eval_batch_size
+  )
+  assert results['test'] == pytest.approx(best_test, abs=1e-6)

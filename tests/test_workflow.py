@@ -18,7 +18,6 @@ from configs import synthetic
 from fasca_jax import curves
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
-from fasca_jax import metrics
 from fasca_jax import steps
 from fasca_jax import tasks
 from fasca_jax import train_lib
@@ -74,6 +73,7 @@ def test_sweep_writes_summary_of_three_seeds(sweep_dir):
   with open(os.path.join(workdir, 'summary.csv'), newline='') as f:
     rows = {(r['split'], r['metric']): r for r in csv.DictReader(f)}
   assert {split for split, _ in rows} == {'valid', 'test'}
+  assert {('test', 'RMSE'), ('test', 'Has0_AUC'), ('test', 'Non0_AUC')} <= set(rows)
   for (split, metric), row in rows.items():
     values = [per_seed[s][split][metric] * (1 if metric == 'loss' else 100) for s in SEEDS]
     assert row['n_seeds'] == '3'
@@ -108,6 +108,40 @@ def test_rerun_skips_finished_seeds(sweep_dir):
   for seed in SEEDS:  # nothing trained or evaluated again.
     assert open(os.path.join(workdir, f'seed_{seed}', 'metrics.jsonl')).read() == logs[seed]
   assert open(os.path.join(workdir, 'summary.md')).read() == summary_md
+
+
+def test_rerun_with_another_config_refuses_instead_of_reusing(sweep_dir):
+  """The sweep rerun with another learning rate: no seed is reused as finished, nothing trains
+  or is rewritten; one error line names the run and the field with both values."""
+  workdir, data_dir, _ = sweep_dir
+  before = {
+    path: open(os.path.join(workdir, path), 'rb').read()
+    for path in ('summary.md', 'summary.csv', 'seed_1111/results.json', 'seed_1113/metrics.jsonl')
+  }
+  proc = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(REPO, 'train.py'),
+      '--config=configs/synthetic.py:tiny',
+      f'--workdir={workdir}',
+      f'--config.data_dir={data_dir}',
+      '--config.seeds=' + ','.join(map(str, SEEDS)),
+      '--config.optimizer.lr=0.5',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert proc.returncode == 1
+  assert [line for line in proc.stderr.splitlines() if line.startswith('error: ')] == [
+    f"error: workdir '{os.path.join(workdir, 'seed_1111')}' holds a run with optimizer.lr 0.001 "
+    'but config.optimizer.lr=0.5: rerun with the values it was trained with, choose another '
+    '--workdir, or pass --replace to move the runs that differ aside and train them anew.'
+  ]
+  assert 'finished in' not in proc.stderr and not proc.stdout
+  for path, data in before.items():
+    assert open(os.path.join(workdir, path), 'rb').read() == data, path
 
 
 def test_resuming_with_another_seed_is_a_clear_error(sweep_dir):
@@ -265,10 +299,10 @@ def test_eval_predictions_round_trip(sweep_dir, tmp_path):
       stored += [i for i, v in zip(batch['id'], batch['valid']) if v]
     assert ids == stored  # every example once, in dataset order.
     assert set(split_rows[0]) == {'id', 'split', 'prediction', 'label'}
-    recomputed = metrics.sentiment_metrics(
-      [r['prediction'] for r in split_rows], [r['label'] for r in split_rows]
-    )
+    preds, labels = [r['prediction'] for r in split_rows], [r['label'] for r in split_rows]
+    recomputed = tasks.from_config(config).metrics(preds, labels)  # MMSA's, RMSE, AUC.
     expected = {k: v for k, v in trained[split].items() if k != 'loss'}
+    assert list(expected)[-3:] == ['RMSE', 'Has0_AUC', 'Non0_AUC']
     assert recomputed == pytest.approx(expected, rel=0, abs=0, nan_ok=True)  # exactly.
 
 

