@@ -112,10 +112,12 @@ def run_loop(config, workdir: str, records: _Records) -> dict:
   first = next(r for r, m in records.rows if m.startswith('time to first step'))
   epochs = [r for r, m in records.rows if m.startswith('epoch ') and ' validation' in m]
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    rates = [r['samples_per_s'] for r in map(json.loads, f) if r['kind'] == 'train']
+    windows = [r for r in map(json.loads, f) if r['kind'] == 'train']
+  # The first window holds the warm-up call (untimed when it is the window's only call).
+  rates = [r['samples_per_s'] for r in windows[1:] if 'samples_per_s' in r]
   return {
     'first_step_s': first - t,
-    'samples_per_s': statistics.median(rates[1:]),
+    'samples_per_s': statistics.median(rates),
     'epoch_s': epochs[-1] - epochs[-2],
   }
 
