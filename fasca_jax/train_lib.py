@@ -64,8 +64,9 @@ def train_group(
   stacked on a leading seed axis, every call of the train program steps them all and one
   evaluation program scores them all at each epoch end (`fasca_jax.seed_group`). Each workdir
   is written exactly as `train_and_evaluate` writes it; the final results of each run's best
-  checkpoint come from the one-seed evaluation program, as eval.py computes them. The runs resume together from their common step (they must
-  hold the same newest step). Returns each run's results, or {} for each when stopped."""
+  checkpoint come from the one-seed evaluation program, as eval.py computes them. The runs
+  resume together from their common step (they must hold the same newest step). Returns each
+  run's results, or {} for each when stopped."""
   return _train(list(configs), list(workdirs), jitted=jitted, stacked=True)
 
 
