@@ -25,12 +25,12 @@ from fasca_jax import steps
 from fasca_jax import tables
 
 SEEDS = (1111, 1112, 1113, 1114, 1115)
-# Each seed's metrics from the vmapped group against its sequential run, relative. Not
-# bit-exact on CPU: under vmap XLA computes the seeds' matmuls and convolutions as batched ones,
-# whose float32 sums run in another order. Measured on the tiny config (12 steps, 2 CPU devices):
-# at most 3.4e-6 ('device') and 2.3e-6 ('host') over every metric of valid and test of 5 seeds.
-RTOL = 5e-5
-TRAIN_KEYS_UNTIMED = ('loss', 'grad_norm', 'lr')
+# Each seed's metrics from the vmapped group against its sequential run: |a - b| <= max(RTOL |a|,
+# ATOL). Not bit-exact on CPU: under vmap XLA computes the seeds' matmuls and convolutions as
+# batched ones, whose float32 sums run in another order. Measured on the tiny config (12 steps,
+# 2 CPU devices, 5 seeds, every metric of every results.json and metrics.jsonl row): at most
+# 1.5e-5 relative (Corr = -0.0091, a value near 0) and 3.6e-7 absolute.
+RTOL, ATOL = 1e-4, 1e-6
 
 
 def tiny(data_dir, **fields):
@@ -65,13 +65,13 @@ def _metrics_rows(workdir):
     return [json.loads(line) for line in f]
 
 
-def _assert_close(a: dict, b: dict, rtol=RTOL):
+def _assert_close(a: dict, b: dict):
   assert list(a) == list(b)
   for k in a:
     if np.isnan(a[k]):
       assert np.isnan(b[k]), k
     else:
-      assert b[k] == pytest.approx(a[k], rel=rtol, abs=1e-9), k
+      assert b[k] == pytest.approx(a[k], rel=RTOL, abs=ATOL), k
 
 
 def test_each_seed_equals_its_sequential_run(sweeps):
@@ -120,10 +120,11 @@ def test_five_seed_summary_equals_the_sequential_one(sweeps):
     assert metrics.keys() == summary_par[split].keys()
     for metric, a in metrics.items():
       b = summary_par[split][metric]
-      scale = max(abs(v) for v in a['values']) or 1.0
-      np.testing.assert_allclose(b['values'], a['values'], rtol=RTOL, atol=1e-9)
-      assert b['mean'] == pytest.approx(a['mean'], rel=RTOL, abs=1e-9)
-      assert b['std'] == pytest.approx(a['std'], abs=2 * RTOL * scale)
+      atol = ATOL * a['scale']  # the table's metrics are x100 (loss x1).
+      bound = max(max(RTOL * abs(v), atol) for v in a['values'])
+      np.testing.assert_allclose(b['values'], a['values'], rtol=RTOL, atol=atol)
+      assert b['mean'] == pytest.approx(a['mean'], abs=bound)
+      assert b['std'] == pytest.approx(a['std'], abs=2 * bound)
   files = {}
   for workdir in (seq, par):
     with open(os.path.join(workdir, tables.SUMMARY_CSV), newline='') as f:
