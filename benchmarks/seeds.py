@@ -28,6 +28,7 @@ Float32 matmuls at full precision in both frameworks, the same threads (as `end_
 """
 
 import argparse
+import copy
 import os
 import re
 import shutil
@@ -156,7 +157,7 @@ def main(argv=None):
 
 
 def _sweep(config, seeds: str, parallel: bool):
-  sweep = config.copy_and_resolve_references()
+  sweep = copy.deepcopy(config)  # keeps config.seed_parallel's field type (any of VALUES).
   sweep.seeds, sweep.seed_parallel = seeds, parallel
   return sweep
 
