@@ -9,28 +9,16 @@ import jax
 import numpy as np
 import pytest
 
-from configs import synthetic
 from fasca_jax import checkpoints
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
 from fasca_jax import steps
 from fasca_jax import tasks
 from fasca_jax import train_lib
+from conftest import tiny_config
 import train_hooks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(data_dir, **overrides):
-  config = synthetic.get_config('tiny')
-  config.data_dir = str(data_dir)
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
 
 
 @pytest.fixture(scope='module')
