@@ -5,7 +5,8 @@ The training loop runs `JittedSteps.program`s, compiled ahead of time: `train_re
 in one `lax.scan`, each gathering its batch by index from the split resident on the devices,
 `fasca_jax.indexing`), `train_chunk` (K steps over K stacked batches from the host) and
 `evaluate_resident` (a whole resident split). Dropout keys are fold_in(seed, step) and the batch
-of a step depends on (seed, step) only, so K does not change the result.
+of a step depends on (seed, step) only, so K does not change the result. Their `_seeds` twins
+run the seeds of a sweep stacked on a leading axis, all in one program (`fasca_jax.seed_group`).
 
 Imports only JAX, Flax (through the model), Optax and NumPy, so `benchmarks/train_step.py` times
 exactly the step `train_lib` runs, also on machines without grain, TFDS or Orbax.

@@ -5,7 +5,9 @@ programs of `steps.JittedSteps` (data parallel over every device of every proces
 before the first step -> the loop (calls of `config.steps_per_call` steps, log, epoch-end
 validation and checkpoint) -> the final evaluation of the best checkpoint (`evaluation`).
 Checkpoints, resume, SIGTERM / SIGINT and the config guard are `checkpoints`; logs are
-`metric_writer` and `curves`.
+`metric_writer` and `curves`. `train_group` runs the same loop over the seeds of a sweep stacked
+on a leading axis (`fasca_jax.seed_group`): one program call steps them all, and each run keeps
+its own workdir, checkpoints and logs.
 """
 
 import concurrent.futures
