@@ -181,6 +181,8 @@ def open_dataset(config: ml_collections.ConfigDict) -> Dataset:
       "config) and cmu_mosi / cmu_mosei 'mmsa_aligned' / 'mmsa_unaligned' (from MMSA's "
       'text_bert); or use --config.model.text_encoder=features.'
     )
+  if tokens:
+    _check_tokenizer(config, builder, dataset)
   for m in config.modalities:
     if m in tokens:
       widths[m] = 0  # not read: the encoder's width is the model's business.
@@ -206,6 +208,34 @@ def open_dataset(config: ml_collections.ConfigDict) -> Dataset:
     num_workers=config.get('num_workers', 0),
     tokens=tokens,
   )
+
+
+def _check_tokenizer(config, builder: tfds.core.DatasetBuilder, dataset: str):
+  """Refuses an encoder whose tokenizer maps tokens to other ids than the one the dataset was
+  tokenised with (recorded as metadata['text_tokenizer'] by the MELD builder; MMSA's text_bert
+  records none). An encoder directory without tokenizer files is not checked.
+
+  Raises:
+    ConfigError: the vocabularies differ; names both directories.
+  """
+  recorded = dict(builder.info.metadata or {}).get('text_tokenizer') or {}
+  if 'vocab_sha256' not in recorded:
+    return
+  from data_prep.features import text as text_lib  # pylint: disable=g-import-not-at-top
+
+  directory = text_encoder.model_dir(config.model.text_encoder)
+  try:
+    mine = text_lib.cached_tokenizer(directory).describe()
+  except (OSError, ValueError) as e:
+    logging.warning('Not checking the tokenizer of %s against %s: %s', directory, dataset, e)
+    return
+  if mine['vocab_sha256'] != recorded['vocab_sha256']:
+    raise errors.ConfigError(
+      f'config.model.text_encoder={config.model.text_encoder!r} ({directory}) has another '
+      f'vocabulary ({mine["vocab_size"]} tokens) than the tokenizer dataset {dataset} was '
+      f'tokenised with ({recorded["model_dir"]}, {recorded["vocab_size"]} tokens): rebuild the '
+      f'dataset with --text_model_dir={directory} (into another --data_dir) or use that encoder.'
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data_prep import meld, sources
-from data_prep.features import audio, synthetic, text, vision
+from data_prep.features import audio, egemaps, face, synthetic, text, vision
 
 REAL_MELD = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'meld'
 HEADER = (
@@ -156,6 +156,15 @@ def test_build_text_config(tmp_path, encoder):
       want = encoder.encode([raw_text])[0]
       assert example['text'].shape == want.shape == (len(encoder.tokenize([raw_text])[0]), 384)
       np.testing.assert_allclose(example['text'], want, atol=1e-5)
+      # Build-time tokens: the encoder's own ids, one per feature row ([CLS] first, [SEP] last).
+      np.testing.assert_array_equal(example['text_ids'], encoder.tokenize([raw_text])[0])
+      assert example['text_ids'][0] == 101 and example['text_ids'][-1] == 102
+      np.testing.assert_array_equal(example['text_segments'], np.zeros_like(example['text_ids']))
+  assert features['text_ids'].np_dtype == features['text_segments'].np_dtype == np.int32
+  metadata = dict(builder.info.metadata)
+  assert metadata['extractors'] == {}
+  recorded = metadata['text_tokenizer']
+  assert recorded == text.cached_tokenizer().describe() and recorded['vocab_size'] == 30522
   summary = builder.repair_summary()
   assert summary['train']['c1_repaired'] == ['dia0_utt1']
   assert {s: summary[s]['examples'] for s in EXPECTED} == {'train': 3, 'validation': 2, 'test': 3}
@@ -204,6 +213,38 @@ def test_build_multimodal_config(tmp_path, encoder):
       np.testing.assert_allclose(tone, _tone_hz(split, index), rtol=0.02)
       np.testing.assert_allclose(example['text'], encoder.encode([raw_text])[0], atol=1e-5)
       assert (manual / 'feature_cache' / split / 'audio' / f'{uid}.npy').is_file()
+
+
+def test_build_with_the_field_extractors(tmp_path, encoder):
+  """multimodal_egemaps_face: eGeMAPS LLDs and face-centred vision; the fixture clips have no
+  face, so every sampled frame falls back to the whole frame and is counted."""
+  manual = tmp_path / 'manual'
+  _write_csvs(manual)
+  for split, expected in EXPECTED.items():
+    clip_dir = manual / meld.SPLIT_FILES[split][1]
+    clip_dir.mkdir()
+    for index, (uid, *_) in enumerate(expected):
+      synthetic.write_clip(clip_dir / f'{uid}.mp4', 1.0, tone_hz=_tone_hz(split, index))
+  builder = meld.Meld(config='multimodal_egemaps_face', data_dir=tmp_path / 'data', num_workers=0)
+  _build(builder, manual)
+  features = builder.info.features
+  assert features['audio'].shape == (None, egemaps.EGEMAPS_DIM)
+  assert features['vision'].shape == (None, face.FACE_DIM)
+  assert dict(builder.info.metadata)['extractors'] == {'audio': 'egemaps', 'vision': 'face'}
+  for split, expected in EXPECTED.items():
+    for index, example in enumerate(_read(builder, split)):
+      clip = manual / meld.SPLIT_FILES[split][1] / f'{example["id"].decode()}.mp4'
+      np.testing.assert_array_equal(example['audio'], egemaps.egemaps_features(clip))
+      np.testing.assert_array_equal(example['vision'], face.face_features(clip))
+      tone = np.median(egemaps.pitch_hz(example['audio'])[10:-10])
+      np.testing.assert_allclose(tone, _tone_hz(split, index), rtol=0.02)
+      assert (example['vision'][:, 0] == 0).all()  # no face in the fixture clips
+      cached = manual / 'feature_cache' / split / 'vision_face' / f'{example["id"].decode()}.npy'
+      assert cached.is_file()
+  summary = builder.repair_summary()
+  assert summary['train']['no_face'] == {uid: (5, 5) for uid, *_ in EXPECTED['train']}
+  log = sources.RepairLog.read(pathlib.Path(builder.data_dir) / sources.REPAIRS_FILE)
+  assert log.counts()[('train', 'vision', 'no_face_whole_frame')] == 15  # 3 clips x 5 frames
 
 
 def test_build_from_user_features_only(tmp_path):
