@@ -42,13 +42,13 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 
-# Lint, then the fast suite (what CI runs), two test files at a time; slow benchmarks are marked
-# `slow`.
+# Lint, then the fast suite (what CI runs), two test files at a time; checks too slow for CI are
+# marked `slow` (`grep -rn mark.slow tests`) and run by `make test-all` only.
 test: install-bench lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
-test-all: install-bench
-	$(BIN)/python -m pytest -q tests
+test-all: install-bench lint
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # JAX vs PyTorch train-step race at MOSEI shape (< 5 min on 2 CPU cores with --quick).
 bench: install-bench

@@ -38,19 +38,20 @@ def gelu(x):
   return F.gelu(x, approximate='tanh')
 
 
+def masked_fill(x, mask):
+  """Zeroes padded steps.  x: (B, T, D), mask: (B, T) bool."""
+  return x * mask[..., None].to(x.dtype)
+
+
 class TimeConv(nn.Conv1d):
-  """Conv1d along time on channels-last input: (B, T, Cin) -> (B, T, Cout), 'SAME' padding."""
+  """Conv1d along time on channels-last input, 'SAME' padding, reading padded steps as zero
+  (alignment.TimeConv / DepthwiseTimeConv).  x: (B, T, Cin), mask: (B, T) -> (B, T, Cout)."""
 
   def __init__(self, cin, cout, width=3, groups=1):
     super().__init__(cin, cout, width, padding=width // 2, groups=groups)
 
-  def forward(self, x):
-    return super().forward(x.transpose(1, 2)).transpose(1, 2)
-
-
-def masked_fill(x, mask):
-  """Zeroes padded steps.  x: (B, T, D), mask: (B, T) bool."""
-  return x * mask[..., None].to(x.dtype)
+  def forward(self, x, mask):
+    return super().forward(masked_fill(x, mask).transpose(1, 2)).transpose(1, 2)
 
 
 # --- fusion --------------------------------------------------------------------------------------
@@ -236,11 +237,10 @@ class ChannelAttention(nn.Module):
     self.temperature = nn.Parameter(torch.ones(num_heads))
     self.out = nn.Linear(c, c)
 
-  def forward(self, x):
+  def forward(self, x, mask):
     b, t, c = x.shape
-    q, k, v = (
-      a.reshape(b, t, self.num_heads, -1) for a in self.qkv_dw(self.qkv(x)).chunk(3, -1)
-    )  # (B, T, N, C')
+    qkv = masked_fill(self.qkv_dw(self.qkv(x), mask), mask)  # norms and sums: real steps only.
+    q, k, v = (a.reshape(b, t, self.num_heads, -1) for a in qkv.chunk(3, -1))  # (B, T, N, C')
     q = q / (torch.linalg.vector_norm(q, dim=1, keepdim=True) + 1e-6)
     k = k / (torch.linalg.vector_norm(k, dim=1, keepdim=True) + 1e-6)
     logits = torch.einsum('btnc,btnd->bncd', q, k) * self.temperature[None, :, None, None]
@@ -257,8 +257,8 @@ class GatedFFN(nn.Module):
     self.dw = TimeConv(2 * mult * c, 2 * mult * c, groups=2 * mult * c)
     self.down = nn.Linear(mult * c, c)
 
-  def forward(self, x):
-    a, g = self.dw(self.up(x)).chunk(2, -1)
+  def forward(self, x, mask):
+    a, g = self.dw(self.up(x), mask).chunk(2, -1)
     return self.down(gelu(a) * g)
 
 
@@ -271,8 +271,8 @@ class BFA(nn.Module):
     self.ln_ffn, self.ffn = nn.LayerNorm(c, eps=LN_EPS), GatedFFN(c)
 
   def forward(self, x, mask):
-    x = masked_fill(x + self.attn(self.ln_attn(x)), mask)
-    return masked_fill(x + self.ffn(self.ln_ffn(x)), mask)
+    x = masked_fill(x + self.attn(self.ln_attn(x), mask), mask)
+    return masked_fill(x + self.ffn(self.ln_ffn(x), mask), mask)
 
 
 class RBFE(nn.Module):
@@ -293,8 +293,8 @@ class RBFE(nn.Module):
     for i in range(self.num_blocks):
       feat = getattr(self, f'bfa_{i}')(feat, mask)
     cat = torch.cat([ref, feat], -1)  # (B, T, 2C)
-    fused = gelu(self.fuse(cat))
-    resid = gelu(self.resid_out(gelu(self.resid_in(fused)) - cat))
+    fused = gelu(self.fuse(cat, mask))
+    resid = gelu(self.resid_out(gelu(self.resid_in(fused, mask)) - cat, mask))
     return masked_fill(fused + resid, mask)
 
 
@@ -318,8 +318,9 @@ class FAR(nn.Module):
     """ref, x: (B, T, C), mask: (B, T) -> (B, T, C), {'offsets': (B, T, 2K), 'mask': (B, T, K)}."""
     kh, kw = self.kernel_size
     d = self.dilation
-    feat = gelu(self.bottleneck(torch.cat([ref, x], -1)))
-    offsets, tap_mask = self.offsets(feat), torch.sigmoid(self.mask(feat))
+    x = masked_fill(x, mask)  # the deformable conv samples across the real end.
+    feat = gelu(self.bottleneck(torch.cat([ref, x], -1), mask))
+    offsets, tap_mask = self.offsets(feat, mask), torch.sigmoid(self.mask(feat, mask))
     nchw = lambda a: a.transpose(1, 2).unsqueeze(2)  # (B, T, C) -> (B, C, 1, T)
     aligned = deform_conv2d(
       nchw(x),

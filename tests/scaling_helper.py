@@ -11,7 +11,8 @@
       of the parameters at every checkpointed step; writes them as JSON to PATH.
   python tests/scaling_helper.py curve --data_dir=DIR --steps=N --out=PATH
       N train steps of the tiny synthetic config on every device of this process; writes the
-      losses, trace/compile counts, shardings and final parameters to PATH (.npz).
+      losses and gradient norms per step, trace/compile counts, shardings and final parameters
+      to PATH (.npz).
 
 Signals are sent from inside the step so that the step they follow is exact whatever the load
 of the machine; the trainer's handling of them is the production code path.
@@ -179,21 +180,26 @@ def curve_cmd(options, argv):
     global_batch_size=config.batch_size,
     seed=config.seed,
   )
-  state, losses = jitted.init(config.seed), []
+  state, losses, grad_norms = jitted.init(config.seed), [], []
   for _ in range(int(options['steps'])):
     batch = input_pipeline.to_global(next(batches), jitted.data_sharding)
     state, metrics = jitted.train(state, batch)
     losses.append(float(metrics['loss']))
+    grad_norms.append(float(metrics['grad_norm']))
   text = batch['text']
   np.savez(
     options['out'],
     losses=np.array(losses),
+    grad_norms=np.array(grad_norms),
     device_count=jax.device_count(),
     cache_size=jitted.train._cache_size(),
     batch_devices=len(text.sharding.device_set),
     batch_shard_rows=[s.data.shape[0] for s in text.addressable_shards],
     params_replicated=all(x.sharding.is_fully_replicated for x in jax.tree.leaves(state.params)),
-    **{f'leaf{i}': np.asarray(x) for i, x in enumerate(jax.tree.leaves(state.params))},
+    **{
+      'param.' + '.'.join(k.key for k in path): np.asarray(x)
+      for path, x in jax.tree_util.tree_flatten_with_path(state.params)[0]
+    },
   )
 
 

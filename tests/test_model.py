@@ -95,27 +95,6 @@ def test_any_subset_of_modalities(modalities, pairs):
   assert {k for k in params if k.startswith('fgfa_')} == {f'fgfa_{p}' for p in pairs}
 
 
-def test_padding_content_is_ignored():
-  model = tiny_model()
-  inputs, masks = make_inputs(seed=1)
-  noisy = {m: jnp.where(masks[m][..., None], x, 1e3) for m, x in inputs.items()}
-  a, _ = apply(model, inputs, masks)
-  b, _ = apply(model, noisy, masks)
-  np.testing.assert_allclose(a['main'], b['main'], atol=1e-5)
-
-
-def test_each_sample_is_independent_of_the_batch():
-  """The original FAR used sample 0 of the batch as reference; here outputs are per-sample."""
-  model = tiny_model()
-  inputs, masks = make_inputs(batch=4, seed=2)
-  full, _ = apply(model, inputs, masks)
-  for i in range(4):
-    single, _ = apply(model, *jax.tree.map(lambda a, i=i: a[i : i + 1], (inputs, masks)))
-    np.testing.assert_allclose(single['main'], full['main'][i : i + 1], atol=1e-5)
-  shuffled, _ = apply(model, *jax.tree.map(lambda a: a[::-1], (inputs, masks)))
-  np.testing.assert_allclose(shuffled['main'], full['main'][::-1], atol=1e-5)
-
-
 def _perturb_zero_init(params, seed=0):
   """Gives the zero-initialised offset/mask convs small weights, as after some training."""
   rng = np.random.default_rng(seed)
@@ -125,6 +104,140 @@ def _perturb_zero_init(params, seed=0):
     return p + 0.1 * rng.normal(size=p.shape).astype(p.dtype) if zero_init else p
 
   return jax.tree_util.tree_map_with_path(f, params)
+
+
+def _trained_like(params, seed=0):
+  """Every parameter plus N(0, 0.1) noise, as after some training: biases, LayerNorm offsets
+  and FAR's offset/mask convs are non-zero, so a padded step that is not masked after a
+  LayerNorm or a conv holds a non-zero value, and FAR samples at fractional offsets."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda p: p + 0.1 * rng.normal(size=p.shape).astype(p.dtype), params)
+
+
+# Invariance tolerance, relative to the largest magnitude of the compared quantity (float32
+# rounding: a different padded length changes the shapes of the matmuls and so their summation
+# order). Measured in `test_padding_length_is_ignored` (test XLA flags): outputs, FAR offsets
+# and tap masks and parameter gradients differ by <= 6.5e-7, input gradients by <= 1.1e-6; in
+# float64 the outputs are equal. Without the masking, 4 more padded text steps moved the outputs
+# by 2.2e-2.
+INVARIANCE_RTOL = 1e-5
+
+
+def assert_close_relative(got, want, err_msg=''):
+  got, want = np.asarray(got), np.asarray(want)
+  assert got.shape == want.shape, err_msg
+  scale = max(np.abs(want).max(), 1e-30)
+  err = np.abs(got - want).max()
+  assert err <= INVARIANCE_RTOL * scale, f'{err_msg}: max error {err:.3g}, scale {scale:.3g}'
+
+
+def trained_like_model():
+  """A classification model with auxiliary heads (every output depends on every modality's
+  fused CLS vector) and two BFA blocks, and its trained-like parameters."""
+  model = tiny_model(task='classification', num_classes=3, aux_heads=True, num_bfa=2)
+  return model, _trained_like(_init(model)['params'])
+
+
+def _loss(model, params, inputs, masks):
+  """A scalar depending on every output of every head (fixed random weights)."""
+  outputs, inter = model.apply({'params': params}, inputs, masks, train=False)
+  weights = np.random.default_rng(7)
+  total = sum(
+    (y * jnp.asarray(weights.normal(size=y.shape[1:]), y.dtype)).sum()
+    for _, y in sorted(outputs.items())
+  )
+  return total, (outputs, inter)
+
+
+_GRAD_FNS = {}
+
+
+def _outputs_and_gradients(model):
+  """The jitted (loss, (outputs, intermediates)), (parameter, input) gradients of `model`,
+  cached per model configuration."""
+  if repr(model) not in _GRAD_FNS:
+    _GRAD_FNS[repr(model)] = jax.jit(
+      jax.value_and_grad(functools.partial(_loss, model), argnums=(0, 1), has_aux=True)
+    )
+  return _GRAD_FNS[repr(model)]
+
+
+def _pad(inputs, masks, m, extra, rng):
+  """Appends `extra` padded steps of non-zero content to modality m."""
+  x, mask = inputs[m], masks[m]
+  filler = jnp.asarray(rng.normal(size=(x.shape[0], extra, x.shape[2])) * 10, x.dtype)
+  return (
+    {**inputs, m: jnp.concatenate([x, filler], 1)},
+    {**masks, m: jnp.concatenate([mask, jnp.zeros((mask.shape[0], extra), bool)], 1)},
+  )
+
+
+@pytest.mark.parametrize('modality', ['text', 'audio', 'vision'])
+def test_padding_length_is_ignored(modality):
+  """Padding a modality by 4 more steps (of non-zero content) leaves the outputs, FAR's offsets
+  and tap masks at the real text steps, the parameter gradients and the input gradients at real
+  steps unchanged, with trained-like parameters; input gradients at padded steps are zero."""
+  model, params = trained_like_model()
+  inputs, masks = make_inputs(batch=4, seed=5)
+  padded = _pad(inputs, masks, modality, 4, np.random.default_rng(6))
+  grad_fn = _outputs_and_gradients(model)
+  (_, (outputs, inter)), (grads, input_grads) = grad_fn(params, inputs, masks)
+  (_, (p_outputs, p_inter)), (p_grads, p_input_grads) = grad_fn(params, *padded)
+  p_grads_flat = dict(jax.tree_util.tree_flatten_with_path(p_grads)[0])
+  assert sorted(p_outputs) == ['aux_audio', 'aux_text', 'aux_vision', 'main']
+  for name, y in outputs.items():
+    assert_close_relative(p_outputs[name], y, name)
+  text_real = np.asarray(jnp.concatenate([jnp.ones((4, 1), bool), masks['text']], 1))  # + CLS
+  for pair in ('audio_far', 'vision_far'):
+    for name, value in inter[pair].items():  # (B, 1, T_text + 1, .)
+      t = value.shape[2]
+      got = np.asarray(p_inter[pair][name])[:, 0, :t][text_real]
+      assert_close_relative(got, np.asarray(value)[:, 0][text_real], f'{pair}/{name}')
+  # Gradients of different parameters span 10 orders of magnitude (the attention key biases
+  # are rounding noise around 0: softmax ignores a shift shared by all keys), so each error is
+  # measured against the largest gradient of the model.
+  scale = max(np.abs(g).max() for g in jax.tree.leaves(grads))
+  for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+    err = np.abs(np.asarray(p_grads_flat[path]) - np.asarray(g)).max()
+    assert err <= INVARIANCE_RTOL * scale, f'{jax.tree_util.keystr(path)}: {err:.3g} vs {scale:.3g}'
+  for m, g in input_grads.items():
+    t = g.shape[1]
+    real = np.asarray(masks[m])
+    assert_close_relative(np.asarray(p_input_grads[m])[:, :t][real], np.asarray(g)[real], m)
+    assert not np.any(np.asarray(p_input_grads[m])[:, :t][~real])
+    assert not np.any(np.asarray(p_input_grads[m])[:, t:])
+
+
+def test_padding_content_is_ignored():
+  model, params = trained_like_model()
+  inputs, masks = make_inputs(seed=1)
+  noisy = {m: jnp.where(masks[m][..., None], x, 1e3) for m, x in inputs.items()}
+  run = jax.jit(functools.partial(model.apply, train=False))
+  a, _ = run({'params': params}, inputs, masks)
+  b, _ = run({'params': params}, noisy, masks)
+  for name, y in a.items():
+    assert_close_relative(b[name], y, name)
+  # The same at initialisation.
+  model = tiny_model()
+  a, _ = apply(model, inputs, masks)
+  b, _ = apply(model, noisy, masks)
+  np.testing.assert_allclose(a['main'], b['main'], atol=1e-5)
+
+
+def test_each_sample_is_independent_of_the_batch():
+  """The original FAR used sample 0 of the batch as reference; here outputs are per-sample.
+  With trained-like parameters, so that FAR's offsets and masks depend on the reference."""
+  model, params = trained_like_model()
+  inputs, masks = make_inputs(batch=4, seed=2)
+  run = jax.jit(functools.partial(model.apply, train=False))
+  full, _ = run({'params': params}, inputs, masks)
+  for i in range(4):
+    single, _ = run({'params': params}, *jax.tree.map(lambda a, i=i: a[i : i + 1], (inputs, masks)))
+    for name, y in full.items():
+      assert_close_relative(single[name], y[i : i + 1], f'{name} of sample {i}')
+  shuffled, _ = run({'params': params}, *jax.tree.map(lambda a: a[::-1], (inputs, masks)))
+  for name, y in full.items():
+    assert_close_relative(shuffled[name], y[::-1], name)
 
 
 def test_gradients_reach_every_parameter():
@@ -214,16 +327,41 @@ def test_resample_linear_interpolation_by_hand():
 
 @pytest.mark.parametrize('width', [3, 4])
 def test_depthwise_time_conv_is_the_grouped_conv(width):
-  """Same parameters (names, shapes, initial values), outputs and input gradients as nn.Conv."""
+  """Same parameters (names, shapes, initial values), outputs and input gradients as nn.Conv
+  (every step real)."""
   x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 1, 7, 6)), jnp.float32)
+  real = jnp.ones((2, 7), bool)
   ours = alignment.DepthwiseTimeConv(width)
   grouped = nn.Conv(6, (1, width), feature_group_count=6)
-  variables = ours.init(jax.random.key(3), x)
+  variables = ours.init(jax.random.key(3), x, real)
   reference = grouped.init(jax.random.key(3), x)
   jax.tree.map(np.testing.assert_array_equal, variables, reference)
   variables = jax.tree.map(lambda p: p + 0.3, variables)  # a non-zero bias too.
-  np.testing.assert_allclose(ours.apply(variables, x), grouped.apply(variables, x), atol=1e-6)
-  loss = lambda f: lambda v, a: (f.apply(v, a) ** 2).sum()
-  got = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
+  np.testing.assert_allclose(ours.apply(variables, x, real), grouped.apply(variables, x), atol=1e-6)
+  loss = lambda f, *m: lambda v, a: (f.apply(v, a, *m) ** 2).sum()
+  got = jax.grad(loss(ours, real), argnums=(0, 1))(variables, x)
   want = jax.grad(loss(grouped), argnums=(0, 1))(variables, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
+
+
+@pytest.mark.parametrize(
+  'conv',
+  [
+    alignment.DepthwiseTimeConv(3),
+    alignment.TimeConv(5, (1, 3)),
+    alignment.TimeConv(5, (1, 3), kernel_dilation=(1, 2)),
+  ],
+  ids=['depthwise', 'time_conv', 'time_conv_dilated'],
+)
+def test_time_convs_read_padded_steps_as_zero(conv):
+  """At the real steps, a masked time conv over a padded map equals the conv over the real
+  steps alone (whose 'SAME' padding is zero past the end), whatever the padding holds."""
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(2, 1, 9, 6)), jnp.float32)
+  lengths = [4, 9]
+  mask = jnp.arange(9)[None, :] < jnp.asarray(lengths)[:, None]
+  variables = jax.tree.map(lambda p: p + 0.3, conv.init(jax.random.key(0), x, mask))
+  out = conv.apply(variables, x, mask)
+  for i, n in enumerate(lengths):
+    alone = conv.apply(variables, x[i : i + 1, :, :n], jnp.ones((1, n), bool))
+    np.testing.assert_allclose(out[i : i + 1, :, :n], alone, atol=1e-6)

@@ -3,6 +3,9 @@ ablation runner training a variant and reusing another."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +17,11 @@ from fasca_jax import config_io
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
 from fasca_jax import runs
+from fasca_jax import steps
 from fasca_jax import tables
+from fasca_jax import train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny():
@@ -153,3 +160,59 @@ def test_ablation_rerun_with_another_config_refuses_and_trains_nothing(tmp_path)
   assert not (root / 'no_fusion').exists() and not (root / tables.ABLATION_MD).exists()
   table = runs.run_ablations(config, str(root), ['full'])  # the same config: reused.
   assert table['full']['test'] == {'loss': 1.0}
+
+
+def test_eval_on_an_interrupted_variant_does_not_make_it_finished(tmp_path):
+  """A variant stopped by SIGTERM after step 3 of 6, then `eval.py --split=valid --split=test`
+  on its directory: results.json holds valid and test, yet the ablation runner resumes the
+  variant to its last step and tabulates the finished run's results, not eval.py's."""
+  config = tiny()
+  config.data_dir = str(tmp_path / 'tfds')
+  config.num_epochs = 1  # tiny: 6 steps.
+  variant = ablations.apply(config, 'no_fusion')
+  run_dir = str(tmp_path / 'runs' / 'no_fusion')
+  jitted = steps.JittedSteps(variant, steps.make_optimizer(variant, 6, 6))
+  train = jitted.train
+
+  def sigterm_after_step_3(state, batch):  # the trainer's own SIGTERM handling stops the run.
+    state, step_metrics = train(state, batch)
+    if int(state.step) == 3:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return state, step_metrics
+
+  jitted.train = sigterm_after_step_3
+  assert train_lib.train_and_evaluate(variant, run_dir, jitted=jitted) == {}
+  assert checkpoints.Checkpoints(run_dir).all_steps() == [3]
+  proc = subprocess.run(
+    [
+      sys.executable,
+      'eval.py',
+      '--config=configs/ablations.py:synthetic:tiny,no_fusion',
+      f'--config.data_dir={config.data_dir}',
+      '--config.num_epochs=1',
+      '--config.model.num_fusion_layers=2',
+      f'--workdir={run_dir}',
+      '--split=valid',
+      '--split=test',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-5000:]
+  partial = evaluation.read_results(run_dir)
+  assert set(partial) == {'valid', 'test'}
+  assert not runs.is_finished(run_dir, 6)
+
+  table = runs.run_ablations(config, str(tmp_path / 'runs'), ['no_fusion'])
+  assert checkpoints.Checkpoints(run_dir).all_steps()[-1] == 6
+  assert runs.is_finished(run_dir, 6)
+  final = evaluation.read_results(run_dir)
+  assert table['no_fusion']['test'] == final['test'] != partial['test']
+  with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  # Resumed, not restarted: one start (hparams), training rows up to step 6, epoch-1 validation.
+  assert [r['kind'] for r in rows].count('hparams') == 1
+  assert max(r['step'] for r in rows if r['kind'] == 'train') == 6
+  assert any(r['kind'] == 'valid' and r['step'] == 6 for r in rows)

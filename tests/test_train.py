@@ -189,3 +189,51 @@ def test_unknown_config_key_fails_loudly(tmp_path):
     in proc.stderr
   )
   assert 'Traceback' not in proc.stderr
+
+
+def test_best_checkpoint_is_an_earlier_epoch_when_a_later_one_is_worse(data_dir, tmp_path):
+  """A hook on the train step shifts the regression head's output by +5 at the first step of
+  epoch 2, so epoch 2 ends with a much higher validation loss than epoch 1 (6 more steps at
+  lr 1e-3 cannot undo it). The best checkpoint must then be epoch 1's step: `best_step`,
+  `restore_best` and results.json (valid and test) all come from it, not from the latest step,
+  whose parameters differ."""
+  workdir = str(tmp_path)
+  config = tiny_config(data_dir)
+  steps_per_epoch = input_pipeline.open_dataset(config).steps_per_epoch(config.batch_size)
+  total_steps = steps_per_epoch * config.num_epochs
+  jitted = _jitted(config, total_steps, steps_per_epoch)
+  train = jitted.train
+
+  def worse_from_epoch_2(state, batch):
+    state, step_metrics = train(state, batch)
+    if int(state.step) == steps_per_epoch + 1:
+      head = state.params['head']
+      shifted = {**head, 'out': {**head['out'], 'bias': head['out']['bias'] + 5.0}}
+      state = state.replace(params={**state.params, 'head': shifted})
+    return state, step_metrics
+
+  jitted.train = worse_from_epoch_2
+  results = train_lib.train_and_evaluate(config, workdir, jitted=jitted)
+
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    valid = {r['step']: r for r in map(json.loads, f) if r['kind'] == 'valid'}
+  assert sorted(valid) == [steps_per_epoch, total_steps]
+  assert valid[total_steps]['loss'] > valid[steps_per_epoch]['loss'] + 1.0
+  ckpt = checkpoints.Checkpoints(workdir)
+  assert ckpt.all_steps()[-1] == total_steps
+  assert ckpt.best_step() == steps_per_epoch
+  best, best_step = checkpoints.restore_best(config, workdir)
+  latest, _ = _latest_of(workdir, config)
+  assert best_step == steps_per_epoch == int(best.step)
+  assert int(latest.step) == total_steps
+  assert not np.allclose(best.params['head']['out']['bias'], latest.params['head']['out']['bias'])
+  # The final results are those of the best step: its validation metrics as logged at the end
+  # of epoch 1, and a test evaluation of its parameters.
+  for metric in ('loss', 'Has0_acc_2', 'MAE', 'Corr'):
+    assert results['valid'][metric] == pytest.approx(valid[steps_per_epoch][metric], abs=1e-6)
+  assert evaluation.read_results(workdir) == results
+  dataset = input_pipeline.open_dataset(config)
+  best_test, _ = evaluation.evaluate(
+    jitted, best.params, dataset, 'test', batch_size=config.eval_batch_size
+  )
+  assert results['test'] == pytest.approx(best_test, abs=1e-6)

@@ -2,6 +2,14 @@
 
 Feature maps are laid out as `(B, 1, T, C)`: a one-row image whose spatial axis is time, so the
 2-D (deformable) convolutions act along time.
+
+Padding: every op that mixes time steps (the 1x3 convolutions `TimeConv`, the depthwise
+`DepthwiseTimeConv`, the deformable convolution, the channel attention's norms and sums over
+time) takes the (B, T) mask and reads its input's padded steps as zero, i.e. as the 'SAME' zero
+padding past the real end. Pointwise ops (1x1 convs, LayerNorm, GELU) may leave anything at
+padded steps (a LayerNorm bias, a conv bias), but nothing reads it: the value at a real step
+does not depend on how many padded steps follow or what they hold. Module outputs are zeroed at
+padded steps.
 """
 
 from typing import Sequence
@@ -54,28 +62,40 @@ def resample_to(x, x_mask, ref_mask):
   return jnp.einsum('brx,bxd->brd', w.astype(x.dtype), x)
 
 
+class TimeConv(nn.Conv):
+  """`nn.Conv` (same attributes and parameters) whose input's padded time steps read as zero.
+
+  inputs: (B, 1, T, Cin), mask: (B, T) bool -> (B, 1, T, Cout). With 'SAME' padding a real step
+  near the real end then sees zeros past it, whatever padding follows.
+  """
+
+  def __call__(self, inputs, mask):
+    return super().__call__(_mask_map(inputs, mask))
+
+
 class DepthwiseTimeConv(nn.Module):
   """Depthwise convolution along time with 'SAME' padding, as `width` shifted multiply-adds.
 
   Same parameters (kernel (1, width, 1, C), bias (C,), same initialisers) and outputs as
-  `nn.Conv(C, (1, width), feature_group_count=C)`. XLA:CPU runs grouped convolutions slowly and
-  computes their kernel gradient as a dense (C x C) convolution; written as shifts the op and its
-  gradients are cheap elementwise work (see the Performance section of the README).
+  `nn.Conv(C, (1, width), feature_group_count=C)` on the input with its padded steps zeroed
+  (as `TimeConv`). XLA:CPU runs grouped convolutions slowly and computes their kernel gradient
+  as a dense (C x C) convolution; written as shifts the op and its gradients are cheap
+  elementwise work (see the Performance section of the README).
   """
 
   width: int = 3
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
-    """x: (B, 1, T, C) -> (B, 1, T, C)."""
+  def __call__(self, x, mask):
+    """x: (B, 1, T, C), mask: (B, T) bool -> (B, 1, T, C)."""
     t, c = x.shape[-2:]
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (1, self.width, 1, c))
     bias = self.param('bias', nn.initializers.zeros, (c,))
     kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
     left = (self.width - 1) // 2
     padded = jnp.pad(
-      x.astype(self.dtype), ((0, 0), (0, 0), (left, self.width - 1 - left), (0, 0))
+      _mask_map(x.astype(self.dtype), mask), ((0, 0), (0, 0), (left, self.width - 1 - left), (0, 0))
     )  # (B, 1, T+w-1, C)
     return sum(padded[:, :, j : j + t] * kernel[0, j, 0] for j in range(self.width)) + bias
 
@@ -83,21 +103,22 @@ class DepthwiseTimeConv(nn.Module):
 class ChannelAttention(nn.Module):
   """'Transposed' attention across channels with a learned per-head temperature.
 
-  Queries and keys are L2-normalised over time; the attention map is (C/N, C/N) per head, so the
-  cost is linear in T.
+  Queries and keys are L2-normalised over the real time steps; the attention map is (C/N, C/N)
+  per head, so the cost is linear in T.
   """
 
   num_heads: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
-    """x: (B, 1, T, C) -> (B, 1, T, C)."""
+  def __call__(self, x, mask):
+    """x: (B, 1, T, C), mask: (B, T) bool -> (B, 1, T, C)."""
     b, _, t, c = x.shape
     if c % self.num_heads:
       raise ValueError(f'd_align={c} is not divisible by bfa_heads={self.num_heads}')
     qkv = nn.Conv(3 * c, (1, 1), dtype=self.dtype, name='qkv')(x)
-    qkv = DepthwiseTimeConv(width=3, dtype=self.dtype, name='qkv_dw')(qkv)
+    qkv = DepthwiseTimeConv(width=3, dtype=self.dtype, name='qkv_dw')(qkv, mask)
+    qkv = _mask_map(qkv, mask)  # the norms and sums over time below see the real steps only.
     q, k, v = (a.reshape(b, t, self.num_heads, c // self.num_heads) for a in jnp.split(qkv, 3, -1))
     q = q / (jnp.linalg.norm(q, axis=1, keepdims=True) + 1e-6)
     k = k / (jnp.linalg.norm(k, axis=1, keepdims=True) + 1e-6)
@@ -115,11 +136,11 @@ class GatedFFN(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
-    """x: (B, 1, T, C) -> (B, 1, T, C)."""
+  def __call__(self, x, mask):
+    """x: (B, 1, T, C), mask: (B, T) bool -> (B, 1, T, C)."""
     c = x.shape[-1]
     h = nn.Conv(2 * self.mult * c, (1, 1), dtype=self.dtype, name='up')(x)
-    h = DepthwiseTimeConv(width=3, dtype=self.dtype, name='dw')(h)
+    h = DepthwiseTimeConv(width=3, dtype=self.dtype, name='dw')(h, mask)
     a, g = jnp.split(h, 2, -1)
     return nn.Conv(c, (1, 1), dtype=self.dtype, name='down')(nn.gelu(a) * g)
 
@@ -136,12 +157,15 @@ class BFA(nn.Module):
     x = _mask_map(
       x
       + ChannelAttention(num_heads=self.num_heads, dtype=self.dtype, name='attn')(
-        nn.LayerNorm(dtype=self.dtype, name='ln_attn')(x)
+        nn.LayerNorm(dtype=self.dtype, name='ln_attn')(x), mask
       ),
       mask,
     )
     return _mask_map(
-      x + GatedFFN(dtype=self.dtype, name='ffn')(nn.LayerNorm(dtype=self.dtype, name='ln_ffn')(x)),
+      x
+      + GatedFFN(dtype=self.dtype, name='ffn')(
+        nn.LayerNorm(dtype=self.dtype, name='ln_ffn')(x), mask
+      ),
       mask,
     )
 
@@ -158,12 +182,12 @@ class RBFE(nn.Module):
   def __call__(self, ref, feat, mask):
     """ref, feat: (B, 1, T, C), mask: (B, T) -> (B, 1, T, C)."""
     c = ref.shape[-1]
-    conv = lambda f, name: nn.Conv(f, (1, 3), dtype=self.dtype, name=name)
+    conv = lambda f, name, a: TimeConv(f, (1, 3), dtype=self.dtype, name=name)(a, mask)
     for i in range(self.num_blocks):
       feat = BFA(num_heads=self.num_heads, dtype=self.dtype, name=f'bfa_{i}')(feat, mask)
     cat = jnp.concatenate([ref, feat], -1)  # (B, 1, T, 2C)
-    fused = nn.gelu(conv(c, 'fuse')(cat))
-    resid = nn.gelu(conv(c, 'resid_out')(nn.gelu(conv(2 * c, 'resid_in')(fused)) - cat))
+    fused = nn.gelu(conv(c, 'fuse', cat))
+    resid = nn.gelu(conv(c, 'resid_out', nn.gelu(conv(2 * c, 'resid_in', fused)) - cat))
     return _mask_map(fused + resid, mask)
 
 
@@ -186,7 +210,7 @@ class FAR(nn.Module):
 
     Args:
       ref: (B, 1, T, C) reference (text) map.
-      x: (B, 1, T, C) map to align.
+      x: (B, 1, T, C) map to align; its padded steps are read as zero.
       mask: (B, T) bool.
 
     Returns:
@@ -194,15 +218,18 @@ class FAR(nn.Module):
     """
     kh, kw = self.kernel_size
     k, c = kh * kw, x.shape[-1]
+    x = _mask_map(x, mask)  # the deformable conv samples across the real end.
     feat = nn.gelu(
-      nn.Conv(self.bottleneck, (1, 3), dtype=self.dtype, name='bottleneck')(
-        jnp.concatenate([ref, x], -1)
+      TimeConv(self.bottleneck, (1, 3), dtype=self.dtype, name='bottleneck')(
+        jnp.concatenate([ref, x], -1), mask
       )
     )
     zeros = nn.initializers.zeros
-    offsets = nn.Conv(2 * k, (1, 3), kernel_init=zeros, dtype=self.dtype, name='offsets')(feat)
+    offsets = TimeConv(2 * k, (1, 3), kernel_init=zeros, dtype=self.dtype, name='offsets')(
+      feat, mask
+    )
     tap_mask = jax.nn.sigmoid(
-      nn.Conv(k, (1, 3), kernel_init=zeros, dtype=self.dtype, name='mask')(feat)
+      TimeConv(k, (1, 3), kernel_init=zeros, dtype=self.dtype, name='mask')(feat, mask)
     )
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (kh, kw, c, c))
     bias = self.param('bias', zeros, (c,))
