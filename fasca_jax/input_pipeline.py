@@ -183,6 +183,7 @@ def open_dataset(config: ml_collections.ConfigDict) -> Dataset:
     )
   if tokens:
     _check_tokenizer(config, builder, dataset)
+  _check_extractors(config, builder, dataset)
   for m in config.modalities:
     if m in tokens:
       widths[m] = 0  # not read: the encoder's width is the model's business.
@@ -208,6 +209,26 @@ def open_dataset(config: ml_collections.ConfigDict) -> Dataset:
     num_workers=config.get('num_workers', 0),
     tokens=tokens,
   )
+
+
+def _check_extractors(config, builder: tfds.core.DatasetBuilder, dataset: str):
+  """Refuses a config whose `dataset.extractors` name other Route B extractors than the ones the
+  dataset's features come from (recorded as metadata['extractors'] by the MELD builder), since
+  predict.py extracts what the config names. Datasets that record none are not checked.
+
+  Raises:
+    ConfigError: naming the modality, both extractors and the config arg that matches.
+  """
+  recorded = dict(builder.info.metadata or {}).get('extractors') or {}
+  wanted = config.dataset.get('extractors') or {}
+  for m in config.modalities:
+    if m in recorded and m in wanted and recorded[m] != wanted[m]:
+      raise errors.ConfigError(
+        f'Dataset {dataset} holds {m} features of the {recorded[m]!r} extractor but '
+        f'config.dataset.extractors.{m}={wanted[m]!r}: set --config.dataset.extractors.{m}='
+        f'{recorded[m]} (the meld configs set it to match their dataset config), or build the '
+        f'dataset config with the {wanted[m]!r} extractor.'
+      )
 
 
 def _check_tokenizer(config, builder: tfds.core.DatasetBuilder, dataset: str):

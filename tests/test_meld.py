@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import meld as meld_configs
 from data_prep import meld, sources
 from data_prep.features import audio, egemaps, face, synthetic, text, vision
+from fasca_jax import errors, input_pipeline
 
 REAL_MELD = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'meld'
 HEADER = (
@@ -231,7 +233,7 @@ def test_build_with_the_field_extractors(tmp_path, encoder):
   assert features['audio'].shape == (None, egemaps.EGEMAPS_DIM)
   assert features['vision'].shape == (None, face.FACE_DIM)
   assert dict(builder.info.metadata)['extractors'] == {'audio': 'egemaps', 'vision': 'face'}
-  for split, expected in EXPECTED.items():
+  for split in EXPECTED:
     for index, example in enumerate(_read(builder, split)):
       clip = manual / meld.SPLIT_FILES[split][1] / f'{example["id"].decode()}.mp4'
       np.testing.assert_array_equal(example['audio'], egemaps.egemaps_features(clip))
@@ -245,6 +247,15 @@ def test_build_with_the_field_extractors(tmp_path, encoder):
   assert summary['train']['no_face'] == {uid: (5, 5) for uid, *_ in EXPECTED['train']}
   log = sources.RepairLog.read(pathlib.Path(builder.data_dir) / sources.REPAIRS_FILE)
   assert log.counts()[('train', 'vision', 'no_face_whole_frame')] == 15  # 3 clips x 5 frames
+  # The run config of the same name reads it; one naming other extractors is refused.
+  config = meld_configs.get_config('multimodal_egemaps_face')
+  config.data_dir = str(tmp_path / 'data')
+  dataset = input_pipeline.open_dataset(config)
+  assert dataset.widths == {'text': 384, 'audio': 25, 'vision': 32}
+  config.dataset.extractors.vision = 'frame'
+  config.dims.vision = 32
+  with pytest.raises(errors.ConfigError, match=r"holds vision features of the 'face' extractor"):
+    input_pipeline.open_dataset(config)
 
 
 def test_build_from_user_features_only(tmp_path):
