@@ -177,6 +177,38 @@ def test_build_text_config(tmp_path, encoder):
   assert log.sources == want and dict(builder.info.metadata)['sources'] == want
 
 
+def test_build_text_tokens_config_and_open_it(tmp_path):
+  """text_tokens: the token ids alone (no `text` features, no encoder run); configs/meld.py:
+  text_finetune opens it (lengths counted from the ids); a frozen-feature config cannot."""
+  manual = tmp_path / 'manual'
+  _write_csvs(manual)
+  builder = meld.Meld(config='text_tokens', data_dir=tmp_path / 'data')
+  _build(builder, manual)
+  features = builder.info.features
+  assert 'text' not in features and features['text_ids'].np_dtype == np.int32
+  tokenizer = text.cached_tokenizer()
+  for split, expected in EXPECTED.items():
+    examples = _read(builder, split)
+    assert [e['id'].decode() for e in examples] == [uid for uid, *_ in expected]
+    for example, (_, raw_text, *_) in zip(examples, expected):
+      ((ids, segments),) = tokenizer([raw_text])
+      np.testing.assert_array_equal(example['text_ids'], ids)
+      np.testing.assert_array_equal(example['text_segments'], segments)
+  assert dict(builder.info.metadata)['text_tokenizer'] == tokenizer.describe()
+  config = meld_configs.get_config('text_finetune')
+  assert (config.dataset.config, config.model.text_encoder) == ('text_tokens', 'minilm')
+  config.data_dir = str(tmp_path / 'data')
+  dataset = input_pipeline.open_dataset(config)
+  assert dataset.tokens == ('text',) and dataset.widths == {'text': 0}
+  summary = input_pipeline.split_summary(dataset, 'train')
+  np.testing.assert_array_equal(
+    summary.lengths['text'], [len(tokenizer([t])[0][0]) for _, t, *_ in EXPECTED['train']]
+  )
+  config.model.text_encoder = 'features'  # frozen features: this dataset has none
+  with pytest.raises(errors.ConfigError, match=r"Modality 'text' of config.modalities is not in"):
+    input_pipeline.open_dataset(config)
+
+
 def test_build_multimodal_config(tmp_path, encoder):
   manual = tmp_path / 'manual'
   _write_csvs(manual)
