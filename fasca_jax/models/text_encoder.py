@@ -63,7 +63,8 @@ ACTIVATIONS = {
 
 def enabled(config) -> bool:
   """True when `config` (a run config) runs a text encoder in the model (reads token ids)."""
-  return 'text' in config.modalities and config.model.get('text_encoder', FEATURES) != FEATURES
+  model = config.get('model') or {}  # a data-only config (no model) reads features
+  return 'text' in config.modalities and model.get('text_encoder', FEATURES) != FEATURES
 
 
 def model_dir(name: str) -> pathlib.Path:
