@@ -20,7 +20,9 @@ with requires_grad=False) as `fasca_jax.steps.optimizer` does.
 
 Time maps are kept channels-last, (B, T, C) (the Flax `(B, 1, T, C)` without its unit axis);
 the modulated deformable convolution follows `torchvision.ops.deform_conv2d` (NCHW) exactly,
-written with index gathers because torchvision is not assumed to be installed. Eager by default.
+written with index gathers because torchvision is not assumed to be installed; `build(config,
+deform=torchvision_deform_conv2d())` uses torchvision's own kernel instead where it is importable
+(the strongest PyTorch peer). Eager by default.
 The model returns the task outputs and FAR's offsets and tap masks like the Flax model, but not
 the cross-attention weights: attention runs through `F.scaled_dot_product_attention`, the
 fastest form PyTorch offers, which does not expose them.
@@ -317,6 +319,7 @@ class FAR(nn.Module):
     for conv in (self.offsets, self.mask):  # DCNv2: start as a plain conv, taps weighted 0.5.
       nn.init.zeros_(conv.weight)
       nn.init.zeros_(conv.bias)
+    self.deform = deform_conv2d  # or torchvision.ops.deform_conv2d: `build(..., deform=)`.
     self.kernel = nn.Parameter(torch.empty(c, c, *self.kernel_size))  # OIHW
     nn.init.kaiming_uniform_(self.kernel, a=math.sqrt(5))
     self.bias = nn.Parameter(torch.zeros(c))
@@ -329,7 +332,7 @@ class FAR(nn.Module):
     feat = gelu(self.bottleneck(torch.cat([ref, x], -1), mask))
     offsets, tap_mask = self.offsets(feat, mask), torch.sigmoid(self.mask(feat, mask))
     nchw = lambda a: a.transpose(1, 2).unsqueeze(2)  # (B, T, C) -> (B, C, 1, T)
-    aligned = deform_conv2d(
+    aligned = self.deform(
       nchw(x),
       nchw(offsets),
       self.kernel,
@@ -583,8 +586,27 @@ def encoder_config(config):
   return text_encoder.load_config(name)
 
 
-def build(config) -> FascaNet:
-  """The torch twin of `fasca_net.build(config)` (float32)."""
+def torchvision_deform_conv2d():
+  """`torchvision.ops.deform_conv2d`, or None when torchvision is not importable."""
+  try:
+    from torchvision.ops import deform_conv2d as tv_deform_conv2d  # pylint: disable=g-import-not-at-top
+  except Exception:  # pylint: disable=broad-except  # absent, or built for another torch.
+    return None
+  return tv_deform_conv2d
+
+
+def build(config, deform=None) -> FascaNet:
+  """The torch twin of `fasca_net.build(config)` (float32); `deform`: the modulated deformable
+  convolution to use (default: this module's `deform_conv2d`)."""
+  model = _build(config)
+  if deform is not None:
+    for module in model.modules():
+      if isinstance(module, FAR):
+        module.deform = deform
+  return model
+
+
+def _build(config) -> FascaNet:
   m = config.model
   return FascaNet(
     {k: config.dims[k] for k in config.modalities},

@@ -26,12 +26,19 @@ OMP_WAIT_POLICY defaults to PASSIVE: torch's spin-waiting OpenMP threads otherwi
 5-10x when another process competes for the cores. On a GPU both run on the first device
 (JAX's default device; torch 'cuda'), synchronised before each clock read.
 
+Float32 matmul precision: stated and equal for both (`--matmul_precision`, default 'float32':
+JAX 'highest', torch 'highest', TF32 off; 'tf32' for both). JAX's default float32 matmul on
+recent NVIDIA GPUs is TF32 while torch's is full float32, which would race unequal arithmetic.
+Where torchvision is importable, 'torch+tv' is the twin with `torchvision.ops.deform_conv2d`
+(its own CUDA/CPU kernel) in place of the twin's index-gather version.
+
 Columns: ms/step and samples/s per framework, ratio = torch time / JAX time; GFLOP/step is XLA's
-cost analysis of the JAX step lowered with dense attention (the model's maths, the same for both
+cost analysis of the JAX step lowered with dense attention (of the compiled step where the
+backend gives none for the lowered one: CUDA) (the model's maths, the same for both
 frameworks: the chunked attention's recomputation in the backward pass is not counted, and XLA
 counts a loop body once, so the chunked step itself cannot be costed); GFLOP/s = GFLOP/step / JAX
 time; util = GFLOP/s / peak, peak being the best rate of a large float32 matmul under jax.jit
-measured in the same run. Then the input pipeline: batches/s that
+measured in the same run at the same precision. Then the input pipeline: batches/s that
 `fasca_jax.input_pipeline.make_batches` delivers at batch 128 from a MOSEI-shaped dataset (an
 MMSA-format pickle of random features written to `--data_dir`, built by the real `cmu_mosei`
 builder), against the batches/s the JAX step consumes at batch 128 (goal: >= 5x); skipped
@@ -184,13 +191,45 @@ def model_flops(config, state, batch) -> float:
   """FLOPs of one train step: XLA's cost analysis of the step lowered with dense attention."""
   dense = copy.deepcopy(config)
   dense.model.attention = 'dense'
-  cost = jax.jit(step_fn(dense)[1]).lower(state, batch).cost_analysis()
-  return (cost[0] if isinstance(cost, (list, tuple)) else cost)['flops']
+  return flops_of(jax.jit(step_fn(dense)[1]).lower(state, batch))
 
 
-def torch_runner(torch, torch_reference, config, params, np_batch, device, compile_model):
-  """Eager (or torch.compile'd) step of the PyTorch twin on the same parameters and batch."""
-  model = torch_reference.load_flax_params(torch_reference.build(config), params)
+def flops_of(lowered) -> float:
+  """'flops' of XLA's cost analysis of `lowered`: of the lowered program where the backend
+  gives one (CPU), else of the compiled program (CUDA, where the lowered one is None); NaN when
+  neither counts them."""
+  for analyse in (lowered.cost_analysis, lambda: lowered.compile().cost_analysis()):
+    cost = analyse()
+    cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+    if cost and 'flops' in cost:
+      return float(cost['flops'])
+  return float('nan')
+
+
+def set_matmul_precision(precision: str, torch=None) -> str:
+  """The float32 matmul precision of both frameworks: 'float32' (full float32: JAX 'highest',
+  torch 'highest', TF32 off, also for cuDNN convolutions) or 'tf32' (JAX 'tensorfloat32', torch
+  'high' with TF32 convolutions). JAX's own default on recent NVIDIA GPUs is TF32 and torch's
+  is float32, so leaving both at their defaults races unequal arithmetic. Returns a description."""
+  tf32 = precision == 'tf32'
+  jax.config.update('jax_default_matmul_precision', 'tensorfloat32' if tf32 else 'highest')
+  if torch is not None:
+    torch.set_float32_matmul_precision('high' if tf32 else 'highest')
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+  return (
+    f'float32 matmul precision {precision} for both (JAX '
+    f'{"tensorfloat32" if tf32 else "highest"}'
+    + (f', torch {torch.get_float32_matmul_precision()}, cuDNN TF32 {tf32})' if torch else ')')
+  )
+
+
+def torch_runner(
+  torch, torch_reference, config, params, np_batch, device, compile_model, deform=None
+):
+  """Eager (or torch.compile'd) step of the PyTorch twin on the same parameters and batch;
+  `deform`: its deformable convolution (default the twin's own; torchvision's for 'torch+tv')."""
+  model = torch_reference.load_flax_params(torch_reference.build(config, deform=deform), params)
   model = model.to(device).train()
   opt, sched = torch_reference.make_optimizer(config, model, TOTAL_STEPS, STEPS_PER_EPOCH)
   run_model = torch.compile(model) if compile_model else model
@@ -229,6 +268,11 @@ def bench_case(case, batch_size, params, torch_env, args, log):
     runners['torch'] = torch_runner(
       torch, torch_reference, config, params, np_batch, device, compile_model=False
     )
+    tv_deform = torch_reference.torchvision_deform_conv2d()
+    if tv_deform is not None:  # torchvision's deform_conv2d kernel: the strongest torch peer.
+      runners['torch+tv'] = torch_runner(
+        torch, torch_reference, config, params, np_batch, device, False, deform=tv_deform
+      )
     if args.torch_compile:
       try:
         compiled = torch_runner(
@@ -251,14 +295,15 @@ def bench_case(case, batch_size, params, torch_env, args, log):
   return times, flops
 
 
-def write_mmsa_pickle(path, case: str, rng):
-  """An MMSA-format pickle of random features at MOSEI widths and lengths (data_prep/mmsa.py)."""
+def write_mmsa_pickle(path, case: str, rng, examples=None):
+  """An MMSA-format pickle of random features at MOSEI widths and lengths (data_prep/mmsa.py);
+  `examples`: split -> count (default PIPELINE_EXAMPLES)."""
   import pickle  # pylint: disable=g-import-not-at-top
 
   config = mosei.get_config(case)
   t = {m: config.max_len[m] for m in config.modalities}
   data = {}
-  for split, n in PIPELINE_EXAMPLES.items():
+  for split, n in (examples or PIPELINE_EXAMPLES).items():
     part = {
       'id': np.array([f'v{split}{i}$_${i}' for i in range(n)], dtype=object),
       'raw_text': np.array(['words'] * n, dtype=object),
@@ -280,26 +325,36 @@ def write_mmsa_pickle(path, case: str, rng):
     pickle.dump(data, f, protocol=4)
 
 
-def pipeline_rate(case: str, args, log):
-  """Batches/s of make_batches at batch 128 on a MOSEI-shaped cmu_mosei dataset, or None."""
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    from fasca_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    log(f'input pipeline: skipped ({e})')
-    return None
+def build_mosei_dataset(case: str, data_dir: str, examples=None):
+  """configs/mosei.py:<case> over a MOSEI-shaped cmu_mosei dataset of random features (an MMSA
+  pickle written to `data_dir`, built by the real builder; reused when there) -> its config."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from fasca_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   config = mosei.get_config(case)
-  config.data_dir = os.path.join(args.data_dir, 'tfds')
-  manual_dir = os.path.join(args.data_dir, f'manual_{case}')
+  config.data_dir = os.path.join(data_dir, 'tfds')
+  manual_dir = os.path.join(data_dir, f'manual_{case}')
   os.makedirs(manual_dir, exist_ok=True)
-  t = time.perf_counter()
   name = 'aligned_50.pkl' if case == 'aligned' else 'unaligned_50.pkl'
   if not os.path.exists(os.path.join(manual_dir, name)):
-    write_mmsa_pickle(os.path.join(manual_dir, name), case, np.random.default_rng(0))
+    write_mmsa_pickle(os.path.join(manual_dir, name), case, np.random.default_rng(0), examples)
   tfds.disable_progress_bar()
   input_pipeline.get_builder(config).download_and_prepare(
     download_config=tfds.download.DownloadConfig(manual_dir=manual_dir), file_format='array_record'
   )
+  return config
+
+
+def pipeline_rate(case: str, args, log):
+  """Batches/s of make_batches at batch 128 on a MOSEI-shaped cmu_mosei dataset, or None."""
+  try:
+    import tensorflow_datasets  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+    from fasca_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    log(f'input pipeline: skipped ({e})')
+    return None
+  t = time.perf_counter()
+  config = build_mosei_dataset(case, args.data_dir)
   log(
     f'input pipeline {case}: {config.dataset.name}/{config.dataset.config} ready in '
     f'{time.perf_counter() - t:.1f} s under {args.data_dir}'
@@ -388,6 +443,12 @@ def parse_args(argv=None):
     help='where the MOSEI-shaped pipeline dataset is written and reused.',
   )
   parser.add_argument('--no_pipeline', action='store_true', help='skip the input pipeline rate.')
+  parser.add_argument(
+    '--matmul_precision',
+    choices=('float32', 'tf32'),
+    default='float32',
+    help='float32 matmul precision of both frameworks (see set_matmul_precision).',
+  )
   args = parser.parse_args(argv)
   if args.cases or args.batch_sizes or not args.quick:
     cases = (args.cases or ','.join(CASES)).split(',')
@@ -423,15 +484,17 @@ def main(argv=None):
   t_start = time.perf_counter()
   log = lambda msg: print(f'[{time.perf_counter() - t_start:5.0f}s] {msg}', flush=True)
   on_cpu = jax.default_backend() == 'cpu'
-  peak = peak_matmul_flops(2048 if on_cpu else 8192, reps=5)
-  threads = xla_threads()
   torch_env = None if args.no_torch else load_torch(log)
+  precision = set_matmul_precision(args.matmul_precision, torch_env[0] if torch_env else None)
+  peak = peak_matmul_flops(2048 if on_cpu else 8192, reps=5)  # at that precision.
+  threads = xla_threads()
   jax_device = jax.devices()[0]
   log(
     f'JAX {jax.__version__} on {jax_device.device_kind} ({jax_device.platform}), '
     f'XLA intra-op threads {threads if on_cpu else "-"}; load average '
     f'{os.getloadavg()[0]:.1f}; peak float32 matmul {peak / 1e9:.0f} GFLOP/s'
   )
+  log(precision)
   if torch_env:
     torch, _, device = torch_env
     torch.set_num_threads(threads)

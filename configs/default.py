@@ -4,6 +4,8 @@ Every field can be overridden on the command line, e.g. `--config.optimizer.lr=3
 that does not exist fails (configs are locked).
 """
 
+import os
+
 import ml_collections
 
 
@@ -26,7 +28,16 @@ def get_config():
   config.modalities = ('text', 'audio', 'vision')
   config.dims = ml_collections.ConfigDict({'text': 768, 'audio': 74, 'vision': 35})
   config.max_len = ml_collections.ConfigDict({'text': 50, 'audio': 50, 'vision': 50})
-  config.num_workers = 0  # grain worker processes; 0 reads in the main process.
+  config.num_workers = 0  # grain worker processes ('stream' placement); 0 reads in this process.
+  # Where the padded splits live during training: 'auto', 'device', 'host' or 'stream'
+  # (fasca_jax/placement.py). Every placement trains on the same batches.
+  config.data_placement = 'auto'
+  # Train steps per dispatch (one lax.scan); the result does not depend on it.
+  config.steps_per_call = 1
+  # XLA's persistent compilation cache ('' disables; $JAX_COMPILATION_CACHE_DIR wins when set).
+  config.compilation_cache_dir = os.path.join(
+    os.environ.get('XDG_CACHE_HOME') or os.path.join('~', '.cache'), 'fasca_jax', 'xla'
+  )
 
   # Task: 'regression' (sentiment in [-3, 3]), 'classification' (C classes), 'iemocap' (4x2) or
   # 'mosei_emotions' (6 binary emotions).

@@ -55,6 +55,7 @@ import orbax.checkpoint as ocp
 from fasca_jax import config_io
 from fasca_jax import distributed
 from fasca_jax import errors
+from fasca_jax import indexing
 from fasca_jax import steps
 from fasca_jax.models import fasca_net
 
@@ -367,6 +368,23 @@ class Checkpoints:
     _synced_rename(path, moved)
     logging.warning('Moved unreadable checkpoint %s to %s.', path, moved)
     self._manager.reload()
+
+
+def check_data_position(extra: dict | None, step: int):
+  """Warns when a checkpoint's data position is not `indexing`'s order at its step (a run
+  written before the order was a function of the step): training goes on from `step` in that
+  order, which an uninterrupted run of the older code would not have followed."""
+  position = (extra or {}).get('data_state')
+  if not (isinstance(position, dict) and position.get('order') == indexing.ORDER):
+    logging.warning(
+      'The checkpoint at step %d holds no data position in the order %r (an older run): '
+      'training continues from that step in this order, not bit-identical to an '
+      'uninterrupted run.',
+      step,
+      indexing.ORDER,
+    )
+  elif position.get('step') != step:
+    raise ValueError(f'checkpoint at step {step} holds data position {position}: not its own.')
 
 
 class Restored(NamedTuple):

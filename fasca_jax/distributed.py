@@ -73,3 +73,20 @@ def check_batch_size(batch_size: int, name: str):
       f'({jax.process_count()} process(es) x {jax.local_device_count()} local devices); '
       f'use a multiple of {n}.'
     )
+
+
+_BARRIERS = [0]
+
+
+def barrier(name: str, timeout_s: int = 3600):
+  """Every process waits here for the others, through the distributed runtime's key-value
+  service rather than a device collective (whose first use gives up after 30 s: gloo on CPU).
+  For after long per-process work such as compiling. A no-op in a single-process run."""
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+
+  _BARRIERS[0] += 1
+  jax_distributed.global_state.client.wait_at_barrier(
+    f'fasca_jax_{name}_{_BARRIERS[0]}', timeout_in_ms=timeout_s * 1000
+  )

@@ -40,7 +40,9 @@ from fasca_jax import checkpoints
 from fasca_jax import config_io
 from fasca_jax import distributed
 from fasca_jax import input_pipeline
+from fasca_jax import placement
 from fasca_jax import provenance
+from fasca_jax import startup
 from fasca_jax import steps
 from fasca_jax import tasks
 
@@ -59,6 +61,7 @@ def evaluate(
   *,
   batch_size: int,
   with_ids: bool = False,
+  data: placement.EvalData | None = None,
   perturb: Callable[[dict], dict] | None = None,
 ) -> tuple[dict, dict]:
   """One pass of `params` over `split` ('train', 'valid' or 'test') -> (metrics, host arrays).
@@ -67,24 +70,33 @@ def evaluate(
   evaluated instead (same layout and shapes), before it goes to the devices.
 
   The host arrays `output`, `target`, `loss`, `index` (and `id` (N,) str with `with_ids`) hold
-  the N real examples (padding rows dropped) in evaluation order: the stored order of the split
-  with one process; with several, batch by batch and process by process. Each process reads its
-  own slice; the outputs are gathered with each example's index in the split, which names it.
+  the N real examples (padding rows dropped) in evaluation order: the stored order of the split,
+  except in the 'stream' placement with several processes (batch by batch, process by process).
+  `data` (from `eval_data`; default: the config's placement) says where the split is: resident
+  on the devices, one call evaluates it; otherwise batch by batch, the outputs left on the
+  devices until the pass ends. Either way one transfer brings them to the host at the end.
   """
   if split not in SPLITS:
     raise ValueError(f'unknown split {split!r}: expected one of {sorted(SPLITS)}')
   distributed.check_batch_size(batch_size, 'eval_batch_size')
-  batches = input_pipeline.make_batches(
-    dataset, SPLITS[split], train=False, global_batch_size=batch_size, seed=0
-  )
-  if perturb is not None:
-    batches = map(perturb, batches)
-  parts = [
-    multihost_utils.process_allgather(
-      jitted.evaluate(params, input_pipeline.to_global(batch, jitted.data_sharding)), tiled=True
+  if data is None:
+    mode = placement.choose(jitted.config, dataset)
+    if perturb is not None and mode == 'device':
+      mode = 'host'  # perturbations apply to host batches.
+    data = eval_data(
+      jitted.config, dataset, split, mesh=jitted.mesh, batch_size=batch_size, mode=mode
     )
-    for batch in batches
-  ]
+  if data.resident:
+    if perturb is not None:
+      raise ValueError('perturb applies to host batches: evaluate data placed on the host.')
+    program = jitted.program('evaluate_resident', params, data.arrays, batch_size=batch_size)
+    parts = [program(params, data.arrays)]
+  else:
+    parts = []
+    for batch in map(perturb or (lambda b: b), data.batches()):
+      batch = input_pipeline.to_global(batch, jitted.data_sharding)
+      parts.append(jitted.program('evaluate', params, batch)(params, batch))
+  parts = multihost_utils.process_allgather(parts, tiled=True)  # one transfer, at the end.
   host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   valid = host.pop('valid').astype(bool)
   host = {k: v[valid] for k, v in host.items()}
@@ -93,6 +105,20 @@ def evaluate(
   results = {'loss': float(host['loss'].mean())}
   results.update(jitted.task.metrics(host['output'], host['target']))
   return results, host
+
+
+def eval_data(
+  config, dataset: input_pipeline.Dataset, split: str, *, mesh, batch_size: int, mode=None
+) -> placement.EvalData:
+  """`split` ('train', 'valid' or 'test') prepared for `evaluate` in placement `mode` (default:
+  `placement.choose(config, dataset)`)."""
+  return placement.EvalData(
+    mode or placement.choose(config, dataset),
+    dataset,
+    SPLITS[split],
+    global_batch_size=batch_size,
+    mesh=mesh,
+  )
 
 
 EVAL_REMEDY = (
@@ -109,27 +135,36 @@ def evaluate_run(
   predictions_path: str | None = None,
   jitted: steps.JittedSteps | None = None,
   dataset: input_pipeline.Dataset | None = None,
+  data: dict[str, placement.EvalData] | None = None,
 ) -> dict:
   """Restores the best checkpoint of `workdir` (latest if none) and evaluates it on `splits`.
 
   `config` None takes the run's own config (workdir/config.json); a config that differs from it
   in a field that matters to evaluation is refused (`checkpoints.guard_config` with
-  `EVAL_FREE_FIELDS`). Splits are 'train', 'valid' or
-  'test'. Results are merged into workdir/results.json; when the best step is unreadable, the
-  newest readable step is evaluated instead and `results.json[FALLBACK_KEY]` records it per split.
-  With `predictions_path` (relative: to the current directory), every example's prediction goes
-  there as JSON lines, the splits in the order given. `jitted` and `dataset` (the training
-  loop's) save compiling and opening them again.
+  `EVAL_FREE_FIELDS`). Splits are 'train', 'valid' or 'test'. Results are merged into
+  workdir/results.json; when the best step is unreadable, the newest readable step is evaluated
+  instead and `results.json[FALLBACK_KEY]` records it per split. With `predictions_path`
+  (relative: to the current directory), every example's prediction goes there as JSON lines, the
+  splits in the order given. `jitted`, `dataset` and `data` (split -> `eval_data`: the training
+  loop's) save compiling, opening and placing them again.
   """
   if config is None:
     config = config_io.load(workdir)
   else:
     checkpoints.guard_config(config, workdir, remedy=EVAL_REMEDY, free=checkpoints.EVAL_FREE_FIELDS)
+  if jitted is None:  # eval.py: its programs come from the persistent cache when there.
+    startup.enable_compilation_cache(config.get('compilation_cache_dir'))
+    jitted = steps.JittedSteps(config)
   dataset = dataset or input_pipeline.open_dataset(config)
-  jitted = jitted or steps.JittedSteps(config)
+  data = dict(data or {})
   restored = checkpoints.restore_best(config, workdir)
   results, rows = {}, []
   for split in splits:
+    if split not in data:
+      mode = next(iter(data.values())).mode if data else None
+      data[split] = eval_data(
+        config, dataset, split, mesh=jitted.mesh, batch_size=config.eval_batch_size, mode=mode
+      )
     results[split], host = evaluate(
       jitted,
       restored.state.params,
@@ -137,6 +172,7 @@ def evaluate_run(
       split,
       batch_size=config.eval_batch_size,
       with_ids=predictions_path is not None,
+      data=data[split],
     )
     if predictions_path is not None:
       rows.extend(prediction_rows(jitted.task, split, host))

@@ -21,12 +21,11 @@ A batch is a dict of NumPy arrays:
 The dataset is opened once per run (`open_dataset`: the builder, built on first use, and its
 feature widths checked against the config); every reader takes the returned `Dataset`.
 
-Train mode: an endless stream over this process's n // process_count examples (the
-n % process_count left over are never read), reshuffled every epoch from `seed`; batches run on
-across epoch boundaries. The iterator is a grain `DataLoaderIterator` whose `get_state()` /
-`set_state()` resume exactly. Eval mode: one pass over every example of the process's shard, in
-stored order unless `shuffle`; every process yields the same number of batches,
-ceil(ceil(n / process_count) / B), completed with `valid=False` rows (id '').
+Train mode: an endless stream of this process's rows of the global batches, in the order of
+`fasca_jax.indexing` (a permutation of (seed, epoch) per epoch, n // B batches an epoch): a
+function of the step, so `start_step` resumes exactly. Eval mode: one pass over every example
+of the process's shard, in stored order unless `shuffle`; every process yields the same number
+of batches, ceil(ceil(n / process_count) / B), completed with `valid=False` rows (id '').
 
 `split_summary` reads a split once (ids and every modality's length) and caches that beside the
 TFDS data: evaluation names gathered examples by it, training counts the cropped examples by it.
@@ -48,6 +47,7 @@ import tensorflow_datasets as tfds
 
 from data_prep import registry
 from fasca_jax import errors
+from fasca_jax import indexing
 from fasca_jax import modalities
 from fasca_jax.models import text_encoder
 
@@ -135,16 +135,16 @@ class Dataset:
     return self.builder.info.splits[split].num_examples
 
   def steps_per_epoch(self, global_batch_size: int) -> int:
-    """Train batches per epoch of `global_batch_size` over all processes (the last partial
-    batch is dropped).
+    """Global train batches per epoch: N // global_batch_size (`fasca_jax.indexing`; the last
+    partial batch is dropped).
 
     Raises:
       ConfigError: the batch is not positive, or larger than the train split (no step).
     """
-    count, n = jax.process_count(), self.num_examples('train')
+    n = self.num_examples('train')
     if global_batch_size < 1:
       raise errors.ConfigError(f'config.batch_size={global_batch_size}: it must be positive.')
-    steps = (n // count) // (global_batch_size // count)
+    steps = indexing.steps_per_epoch(n, global_batch_size)
     if not steps:
       raise errors.ConfigError(
         f'config.batch_size={global_batch_size} is larger than the {n} training examples of '
@@ -347,6 +347,21 @@ class _Indexed(grain.sources.RandomAccessDataSource):
     return list(zip(indices, self._source.__getitems__(indices)))
 
 
+@dataclasses.dataclass(frozen=True)
+class _OrderedRead(grain.transforms.Map):
+  """Element j of this process's train stream -> (index, record): row j % b of its rows of
+  global batch j // b (b = rows per process) in the order of `indexing`."""
+
+  source: _Indexed
+  order: indexing.HostOrder
+  rows: slice
+
+  def map(self, j: int) -> tuple[int, dict]:
+    per_process = self.rows.stop - self.rows.start
+    step, row = divmod(int(j), per_process)
+    return self.source[int(self.order.indices(step)[self.rows][row])]
+
+
 def _finite(x, example_id: str, field: str) -> np.ndarray:
   """`x` as an array; raises ValueError naming the example and field if it is not finite."""
   x = np.asarray(x)
@@ -365,6 +380,7 @@ def make_batches(
   process_index: int | None = None,
   process_count: int | None = None,
   shuffle: bool | None = None,
+  start_step: int = 0,
 ) -> Iterator[dict]:
   """This process's batches of `split` (layout and modes in the module docstring).
 
@@ -376,10 +392,11 @@ def make_batches(
     seed: shuffle seed (non-negative, 32 bits).
     process_index: this process; default `jax.process_index()`.
     process_count: number of processes; default `jax.process_count()`.
-    shuffle: default `train`.
+    shuffle: eval mode only: a shuffled pass (default: stored order).
+    start_step: train mode: the first global batch (a resumed run's step).
 
   Returns:
-    An iterator of batch dicts; in train mode a grain `DataLoaderIterator` (get_state/set_state).
+    An iterator of batch dicts.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
@@ -388,25 +405,26 @@ def make_batches(
       f'Global batch size {global_batch_size} does not divide over {process_count} processes.'
     )
   batch_size = global_batch_size // process_count
-  shuffle = train if shuffle is None else shuffle
   to_example = _ToExample(max_len=dataset.max_len, targets=dataset.targets, tokens=dataset.tokens)
   source = _Indexed(dataset.source(split))
   if train:
-    shard = grain.sharding.ShardOptions(process_index, process_count, drop_remainder=True)
-    loader = grain.DataLoader(
-      data_source=source,
-      sampler=grain.samplers.IndexSampler(
-        len(source), shard_options=shard, shuffle=shuffle, num_epochs=None, seed=seed
-      ),
-      operations=[to_example, grain.transforms.Batch(batch_size, drop_remainder=True)],
-      worker_count=dataset.num_workers,
-      shard_options=shard,
-      read_options=grain.ReadOptions(
-        num_threads=min(16, READ_AHEAD_BATCHES * batch_size),
-        prefetch_buffer_size=READ_AHEAD_BATCHES * batch_size,
-      ),
+    order = indexing.HostOrder(seed, num_examples=len(source), global_batch_size=global_batch_size)
+    rows = indexing.local_rows(global_batch_size, process_index, process_count)
+    ds = (
+      grain.MapDataset.range(start_step * batch_size, 2**62)
+      .map(_OrderedRead(source, order, rows))
+      .map(to_example)
+      .to_iter_dataset(  # examples read in parallel, READ_AHEAD_BATCHES batches ahead.
+        grain.ReadOptions(
+          num_threads=min(16, READ_AHEAD_BATCHES * batch_size),
+          prefetch_buffer_size=READ_AHEAD_BATCHES * batch_size,
+        )
+      )
+      .batch(batch_size, drop_remainder=True)
     )
-    return iter(loader)
+    if dataset.num_workers:
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=dataset.num_workers))
+    return iter(ds)
   return _eval_batches(
     source,
     to_example,
@@ -414,7 +432,7 @@ def make_batches(
     batch_size,
     process_index,
     process_count,
-    shuffle,
+    bool(shuffle),
     seed,
     dataset.num_workers,
   )

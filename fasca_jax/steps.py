@@ -1,24 +1,35 @@
 """The training state, optimizer, loss and the jitted init / train / eval steps, apart from data,
 checkpoints and logging.
 
-Imports only JAX, Flax (through the model) and Optax, so `benchmarks/train_step.py` times exactly
-the step `train_lib` runs, also on machines without grain, TFDS or Orbax.
+The training loop runs `JittedSteps.program`s, compiled ahead of time: `train_resident` (K steps
+in one `lax.scan`, each gathering its batch by index from the split resident on the devices,
+`fasca_jax.indexing`), `train_chunk` (K steps over K stacked batches from the host) and
+`evaluate_resident` (a whole resident split). Dropout keys are fold_in(seed, step) and the batch
+of a step depends on (seed, step) only, so K does not change the result.
+
+Imports only JAX, Flax (through the model), Optax and NumPy, so `benchmarks/train_step.py` times
+exactly the step `train_lib` runs, also on machines without grain, TFDS or Orbax.
 
 `config` is the run config (configs/default.py); the fields read here are `modalities`, `dims`,
 `max_len`, `task`, `num_classes`, `target_key`, `aux_loss_weight`, `modality_dropout`, `model.*`
 and `optimizer.*` (the seed is in the state).
 """
 
+import math
+import time
 from typing import Any
 
+from absl import logging
 import flax.struct
 import jax
+from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from fasca_jax import distributed
+from fasca_jax import indexing
 from fasca_jax import perturbations
 from fasca_jax import tasks
 from fasca_jax.models import fasca_net
@@ -211,16 +222,35 @@ def eval_step(model, task: tasks.Task, config, params, batch) -> dict:
   }
 
 
+def call_lengths(start: int, total: int, *, steps_per_call: int, every: tuple[int, ...]):
+  """Steps per call of the train program from step `start` to `total`: `steps_per_call` where
+  K steps fit before the next multiple of any of `every` (log and epoch ends), single steps up to
+  it otherwise, so that calls end on those steps and only two programs (K and 1) exist."""
+  lengths, step = [], start
+  while step < total:
+    stop = min([total] + [(step // e + 1) * e for e in every if e > 0])
+    k = steps_per_call if step + steps_per_call <= stop else 1
+    lengths.append(k)
+    step += k
+  return lengths
+
+
 class JittedSteps:
   """The jitted init, train and eval steps of one config on the `data` mesh.
 
   Data parallel over every device of every process: the batch is sharded on its first axis,
-  parameters and optimizer state are replicated, the train step donates its state. Each step
-  compiles on first use, once per config: the seeds of a sweep share one `JittedSteps`.
-  `optimizer` ((tx, schedule) from `make_optimizer`) is needed by `init` and `train` only.
+  parameters and optimizer state are replicated, the train steps donate their state. `train`
+  and `evaluate` (one batch each) compile on first use; `program(name, *args)` compiles the
+  loop's programs ahead of time (logging the seconds) and keeps them, once per config and
+  argument shapes: the seeds of a sweep share one `JittedSteps`. `optimizer` ((tx, schedule)
+  from `make_optimizer`) is needed by `init` and the train steps only.
   """
 
-  def __init__(self, config, optimizer: tuple[optax.GradientTransformation, Any] | None = None):
+  def __init__(
+    self,
+    config,
+    optimizer: tuple[optax.GradientTransformation, Any] | None = None,
+  ):
     self.config = config
     self.model = fasca_net.build(config)
     self.task = tasks.from_config(config)
@@ -241,17 +271,69 @@ class JittedSteps:
       out_shardings=self.replicated,
     )
     self._init = jax.jit(self._init_state, out_shardings=self.replicated)
+    chunk = NamedSharding(self.mesh, P(None, 'data'))
+    self._programs = {
+      'init': self._init,
+      'train_resident': jax.jit(
+        self._train_resident,
+        static_argnums=(2,),  # num_steps
+        in_shardings=(self.replicated, self.replicated),
+        out_shardings=(self.replicated, self.replicated),
+        donate_argnums=(0,),
+      ),
+      'train_chunk': jax.jit(
+        self._train_chunk,
+        in_shardings=(self.replicated, chunk),
+        out_shardings=(self.replicated, self.replicated),
+        donate_argnums=(0,),
+      ),
+      'evaluate': self.evaluate,
+      'evaluate_resident': jax.jit(
+        self._evaluate_resident,
+        static_argnums=(2,),  # batch_size
+        in_shardings=(self.replicated, self.replicated),
+        out_shardings=self.replicated,
+      ),
+    }
+    self._compiled = {}
 
   def init(self, seed: int) -> TrainState:
     """Fresh state for `seed`; compiled once for all seeds. A text encoder starts from its
     pretrained weights (`text_encoder.with_pretrained`; AdamW's initial state does not depend
     on the parameter values)."""
-    state = self._init(np.int32(seed))
+    state = self.program('init', np.int32(seed))(np.int32(seed))
     if text_encoder.enabled(self.config):
       state = state.replace(
         params=text_encoder.with_pretrained(state.params, self.config.model.text_encoder)
       )
     return state
+
+  def program(self, name: str, *args, **static) -> jax.stages.Compiled:
+    """The compiled program `name` for arguments shaped like `args` (arrays or
+    `jax.ShapeDtypeStruct`s; `static`: num_steps, batch_size), compiled on first request.
+
+    Programs: 'init' (seed), 'train_resident' (state, split arrays; num_steps), 'train_chunk'
+    (state, (K, B, ...) batches), 'evaluate' (params, batch), 'evaluate_resident' (params,
+    split arrays; batch_size).
+    """
+    leaves, tree = jax.tree.flatten(args)
+    key = (
+      name,
+      tuple(sorted(static.items())),
+      str(tree),
+      tuple((x.shape, str(x.dtype), str(getattr(x, 'sharding', None))) for x in leaves),
+    )
+    if key not in self._compiled:
+      t = time.perf_counter()
+      compiled = self._programs[name].lower(*args, *static.values()).compile()
+      logging.info(
+        'Compiled %s%s in %.1f s (or loaded from the persistent compilation cache).',
+        name,
+        ''.join(f' {k}={v}' for k, v in static.items()),
+        time.perf_counter() - t,
+      )
+      self._compiled[key] = compiled
+    return self._compiled[key]
 
   def loss(self, params, batch) -> jax.Array:
     """The evaluation loss (no dropout) of `params` on one device batch."""
@@ -269,5 +351,49 @@ class JittedSteps:
     tx, schedule = self._optimizer()
     return train_step(self.model, self.task, tx, schedule, self.config, state, batch)
 
+  def _train_resident(self, state: TrainState, arrays: dict, num_steps: int):
+    """`num_steps` steps, each on its batch gathered from the resident split `arrays`
+    (`indexing.batch_indices` of the state's seed and step). Metrics: (num_steps,) each."""
+    num_examples = arrays[self.config.target_key].shape[0]
+
+    def one(state, _):
+      indices = indexing.batch_indices(
+        state.seed,
+        state.step,
+        num_examples=num_examples,
+        global_batch_size=self.config.batch_size,
+      )
+      indices = jax.lax.with_sharding_constraint(indices, self.data_sharding)
+      batch = jax.lax.with_sharding_constraint(indexing.take(arrays, indices), self.data_sharding)
+      return self._train(state, batch)
+
+    return lax.scan(one, state, length=num_steps)
+
+  def _train_chunk(self, state: TrainState, batches: dict):
+    """One step per leading entry of `batches` (K, B, ...). Metrics: (K,) each."""
+    return lax.scan(self._train, state, batches)
+
   def _evaluate(self, params, batch):
     return eval_step(self.model, self.task, self.config, params, batch)
+
+  def _evaluate_resident(self, params, arrays: dict, batch_size: int) -> dict:
+    """`eval_step` over the whole resident split in batches of `batch_size`, the last one
+    padded: per-example outputs (ceil(N / batch_size) * batch_size, ...), padding rows
+    `valid` False."""
+    num_examples = arrays[self.config.target_key].shape[0]
+    num_batches = math.ceil(num_examples / batch_size)
+
+    def one(_, b):
+      indices = b * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+      valid = indices < num_examples
+      indices, valid = (
+        jax.lax.with_sharding_constraint(x, self.data_sharding)
+        for x in (jnp.where(valid, indices, 0), valid)
+      )
+      batch = indexing.take(arrays, indices, valid)
+      return None, self._evaluate(
+        params, jax.lax.with_sharding_constraint(batch, self.data_sharding)
+      )
+
+    _, out = lax.scan(one, None, jnp.arange(num_batches))
+    return jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), out)

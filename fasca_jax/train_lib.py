@@ -1,12 +1,16 @@
 """`train_and_evaluate(config, workdir)`: the training loop, read top to bottom.
 
-Data (`input_pipeline`) -> the jitted steps (`steps.JittedSteps`: data parallel over every device
-of every process) -> the loop (step, log, epoch-end validation and checkpoint) -> the final
-evaluation of the best checkpoint (`evaluation`). Checkpoints, resume, SIGTERM / SIGINT and the
-config guard are `checkpoints`; logs are `metric_writer` and `curves`.
+Data (`input_pipeline`, placed by `placement`: on the devices, in host memory or streamed) -> the
+programs of `steps.JittedSteps` (data parallel over every device of every process), compiled
+before the first step -> the loop (calls of `config.steps_per_call` steps, log, epoch-end
+validation and checkpoint) -> the final evaluation of the best checkpoint (`evaluation`).
+Checkpoints, resume, SIGTERM / SIGINT and the config guard are `checkpoints`; logs are
+`metric_writer` and `curves`.
 """
 
+import concurrent.futures
 import os
+import time
 
 from absl import logging
 import jax
@@ -18,8 +22,11 @@ from fasca_jax import config_io
 from fasca_jax import curves
 from fasca_jax import distributed
 from fasca_jax import evaluation
+from fasca_jax import indexing
 from fasca_jax import input_pipeline
 from fasca_jax import metric_writer
+from fasca_jax import placement
+from fasca_jax import startup
 from fasca_jax import steps
 
 CURVES_FILE = 'curves.png'
@@ -40,13 +47,15 @@ def train_and_evaluate(
   or SIGINT. A workdir holding a run of another config is refused before anything in it is
   touched (`checkpoints.guard_config`).
   Logs to workdir/metrics.jsonl and TensorBoard event files, and draws workdir/curves.png after
-  every epoch. `jitted` (the steps of a config that differs only in the seed) reuses compiled
-  steps, as a seed sweep does.
+  every epoch (in a thread). `jitted` (the steps of a config that differs only in the seed)
+  reuses compiled programs, as a seed sweep does.
   """
   c = config
   checkpoints.guard_config(c, workdir)  # first: a refusal leaves the workdir as it was.
+  startup.enable_compilation_cache(c.get('compilation_cache_dir'))
   distributed.check_batch_size(c.batch_size, 'batch_size')
   dataset = input_pipeline.open_dataset(c)
+  mode = placement.choose(c, dataset)
   steps_per_epoch = dataset.steps_per_epoch(c.batch_size)
   total_steps = steps_per_epoch * c.num_epochs
   if jitted is None:
@@ -63,9 +72,6 @@ def train_and_evaluate(
   ckpt = checkpoints.Checkpoints(workdir, keep=c.keep_checkpoints)
   writer = metric_writer.MetricWriter(workdir)
 
-  train_iter = input_pipeline.make_batches(
-    dataset, 'train', train=True, global_batch_size=c.batch_size, seed=c.seed
-  )
   state, extra = ckpt.restore_latest(abstract, set_aside=True)
   if state is None:
     state = jitted.init(c.seed)
@@ -84,24 +90,48 @@ def train_and_evaluate(
       f'choose another --workdir.'
     )
   else:
-    train_iter.set_state(extra['data_state'].encode())
+    checkpoints.check_data_position(extra, int(state.step))
     logging.info('Resumed from step %d of %d.', int(state.step), total_steps)
   _log_cropped(dataset, 'train')
-  position = lambda: {'data_state': train_iter.get_state().decode()}
 
   step, history = int(state.step), []
-  first_step, throughput = step, metric_writer.Throughput(c.batch_size)
-  with checkpoints.Preemption() as preemption:
-    while step < total_steps:
-      batch = input_pipeline.to_global(next(train_iter), jitted.data_sharding)
-      state, step_metrics = jitted.train(state, batch)
+  calls = steps.call_lengths(
+    step, total_steps, steps_per_call=c.steps_per_call, every=(c.log_every_steps, steps_per_epoch)
+  )
+  train_data = placement.TrainData(
+    mode,
+    dataset,
+    seed=c.seed,
+    global_batch_size=c.batch_size,
+    start_step=step,
+    calls=calls,
+    mesh=jitted.mesh,
+  )
+  eval_data = {
+    s: evaluation.eval_data(
+      c, dataset, s, mesh=jitted.mesh, batch_size=c.eval_batch_size, mode=mode
+    )
+    for s in ('valid', 'test')
+  }
+  programs = placement.compile_programs(jitted, state, train_data, set(calls), eval_data)
+  throughput = metric_writer.Throughput(c.batch_size)
+  plots = concurrent.futures.ThreadPoolExecutor(1)
+  with checkpoints.Preemption() as preemption, train_data, plots:
+    for i, k in enumerate(calls):
+      state, step_metrics = programs[k](state, next(train_data))
       history.append(step_metrics)
-      step += 1
-      if step == first_step + 1:
-        throughput.start(step, after=state)  # the first step compiles: time the ones after.
+      step += k
+      if i == 0:
+        throughput.start(step, after=state)  # the first call warms up: time the ones after.
+        logging.info(
+          'time to first step: %.1f s (from process start)', startup.seconds_since_start()
+        )
       if step % c.log_every_steps == 0 or step == total_steps:
         _check_nonfinite(c, state)
-        scalars = {k: float(np.mean([jax.device_get(h[k]) for h in history])) for k in history[0]}
+        scalars = {
+          k: float(np.mean(np.concatenate([np.ravel(h[k]) for h in jax.device_get(history)])))
+          for k in history[0]
+        }
         rate = throughput.rate(step)
         logging.info(
           'step %d/%d epoch %.2f loss %.4f lr %.2e | %s',
@@ -116,38 +146,52 @@ def train_and_evaluate(
         history = []
         throughput.start(step)
       if step % steps_per_epoch == 0:
+        t_epoch = time.time()
         _check_nonfinite(c, state)
         val, _ = evaluation.evaluate(
-          jitted, state.params, dataset, 'valid', batch_size=c.eval_batch_size
+          jitted,
+          state.params,
+          dataset,
+          'valid',
+          batch_size=c.eval_batch_size,
+          data=eval_data['valid'],
         )
         writer.write(step, 'valid', val)
-        _plot_curves(writer, workdir, jitted.task.key_metrics, steps_per_epoch)
+        plots.submit(_plot_curves, writer, workdir, jitted.task.key_metrics, steps_per_epoch)
+        ckpt.save(state, _position(state), valid_loss=val['loss'])
         logging.info(
-          'epoch %d validation: %s',
+          'epoch %d validation (%.1f s): %s',
           step // steps_per_epoch,
+          time.time() - t_epoch,
           ' '.join(f'{k}={v:.4f}' for k, v in val.items()),
         )
-        ckpt.save(state, position(), valid_loss=val['loss'])
         throughput.start(step)  # the next window times training, not this validation.
       if preemption.should_stop():
-        ckpt.save(state, position())
+        ckpt.save(state, _position(state))
         ckpt.wait()
         logging.warning(
           'Stopped at step %d after %s; the same command resumes.', step, preemption.reason
         )
         writer.close()
         return {}
-  ckpt.save(state, position())
+  ckpt.save(state, _position(state))
   ckpt.wait()
   if int(state.nonfinite_count):
     logging.warning(
       '%d updates were skipped because the loss was not finite.', int(state.nonfinite_count)
     )
-  results = evaluation.evaluate_run(c, workdir, ('valid', 'test'), jitted=jitted, dataset=dataset)
+  results = evaluation.evaluate_run(
+    c, workdir, ('valid', 'test'), jitted=jitted, dataset=dataset, data=eval_data
+  )
   writer.write(total_steps, 'test', results['test'])
   _plot_curves(writer, workdir, jitted.task.key_metrics, steps_per_epoch)
   writer.close()
   return results
+
+
+def _position(state: steps.TrainState) -> dict:
+  """The data position saved with a checkpoint: the step (`indexing`'s order)."""
+  return {'data_state': {'order': indexing.ORDER, 'step': int(state.step)}}
 
 
 def _without_seed(config: ml_collections.ConfigDict) -> dict:
@@ -183,4 +227,7 @@ def _plot_curves(
   writer: metric_writer.MetricWriter, workdir: str, key_metrics, steps_per_epoch: int
 ):
   if writer.enabled:
-    curves.plot(writer.path, os.path.join(workdir, CURVES_FILE), key_metrics, steps_per_epoch)
+    try:
+      curves.plot(writer.path, os.path.join(workdir, CURVES_FILE), key_metrics, steps_per_epoch)
+    except ValueError as e:  # a line being appended while read: the next epoch redraws.
+      logging.warning('curves.png not redrawn: %s', e)

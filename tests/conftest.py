@@ -52,3 +52,19 @@ def save_initial_run(config, workdir, perturb=0.0):
   ckpt.wait()
   config_io.save(config, workdir)
   return state
+
+
+def tiny_config(data_dir, **overrides):
+  """`configs/synthetic.py:tiny` reading `data_dir`, with dotted-key overrides
+  (e.g. `**{'model.d_model': 32}`)."""
+  from configs import synthetic  # pylint: disable=g-import-not-at-top
+
+  config = synthetic.get_config('tiny')
+  config.data_dir = str(data_dir)
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config

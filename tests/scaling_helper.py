@@ -6,7 +6,8 @@
       by the trainer like any such signal); after step J, once checkpoint step S is on disk, it
       sends itself SIGKILL.
   python tests/scaling_helper.py record --report=PATH -- TRAIN_FLAGS...
-      train.py's main, recording the example ids this process read (per split), the files it
+      train.py's main ('host' or 'stream' placement), recording the example ids this process
+      read (per split), the files it
       opened for writing (seen by a `sys.addaudithook` hook on the `open` event) and a checksum
       of the parameters at every checkpointed step; writes them as JSON to PATH.
   python tests/scaling_helper.py curve --data_dir=DIR --steps=N --out=PATH
@@ -34,6 +35,7 @@ import numpy as np
 from fasca_jax import checkpoints
 from fasca_jax import cli
 from fasca_jax import input_pipeline
+from fasca_jax import placement
 from fasca_jax import steps
 
 
@@ -45,21 +47,23 @@ def _options(argv):
 
 
 def _wrap_train_step(after_step):
-  """Calls `after_step(step)` after every train step of every JittedSteps built from now on."""
-  original_init = steps.JittedSteps.__init__
+  """Calls `after_step(step)` after every call of the train programs the loop runs (one step
+  per call unless --config.steps_per_call says otherwise)."""
+  program = steps.JittedSteps.program
 
-  def init(self, *args, **kwargs):
-    original_init(self, *args, **kwargs)
-    step_fn = self.train
+  def wrapped(self, name, *args, **static):
+    compiled = program(self, name, *args, **static)
+    if not name.startswith('train'):
+      return compiled
 
-    def train(state, batch):
-      state, metrics = step_fn(state, batch)
+    def train(state, data):
+      state, metrics = compiled(state, data)
       after_step(int(state.step))
       return state, metrics
 
-    self.train = train
+    return train
 
-  steps.JittedSteps.__init__ = init
+  steps.JittedSteps.program = wrapped
 
 
 def _run_train(argv):
@@ -103,38 +107,43 @@ def _checksum(tree) -> str:
 
 
 def record_cmd(options, argv):
+  """Records the ids this process read: train batches of the 'host' placement (its rows of
+  each global batch), evaluation batches of 'host' and 'stream', train batches of 'stream'."""
   report = {'ids': {}, 'writes': [], 'checksums': {}}
   make_batches, save = input_pipeline.make_batches, checkpoints.Checkpoints.save
+  host_batches, eval_batches = placement.host_batches, placement.EvalData.batches
+  ids_of = {}  # split -> the split's ids, by index.
 
-  def recorded(batches, split):
+  def recorded(batches, split, dataset=None):
     ids = report['ids'].setdefault(split, [])
     for batch in batches:
-      ids.extend(i for i in batch['id'].tolist() if i)
+      if 'id' in batch:
+        ids.extend(i for i, v in zip(batch['id'].tolist(), batch['valid']) if v)
+      else:
+        names = ids_of.setdefault(split, input_pipeline.split_summary(dataset, split).ids)
+        ids.extend(names[batch['index'][batch['valid']]].tolist())
       yield batch
-
-  class RecordedTrain:
-    """The train iterator, recording ids; keeps get_state/set_state for checkpoints."""
-
-    def __init__(self, it):
-      self._it, self._ids = it, report['ids'].setdefault('train', [])
-
-    def __iter__(self):
-      return self
-
-    def __next__(self):
-      batch = next(self._it)
-      self._ids.extend(batch['id'].tolist())
-      return batch
-
-    def get_state(self):
-      return self._it.get_state()
-
-    def set_state(self, state):
-      self._it.set_state(state)
 
   def recording_make_batches(dataset, split, **kwargs):
     batches = make_batches(dataset, split, **kwargs)
-    return RecordedTrain(batches) if kwargs['train'] else recorded(batches, split)
+    if kwargs.get('process_count') == 1:  # the padded cache being built: not training data.
+      return batches
+    return recorded(batches, split)
+
+  def recording_host_batches(arrays, seed, global_batch_size, **kwargs):
+    return recorded(host_batches(arrays, seed, global_batch_size, **kwargs), 'train', DATASET[0])
+
+  def recording_eval_batches(self):
+    if self.mode == 'stream':  # recorded by make_batches.
+      return eval_batches(self)
+    return recorded(eval_batches(self), self.split, self.dataset)
+
+  DATASET = []
+  open_dataset = input_pipeline.open_dataset
+
+  def recording_open_dataset(config):
+    DATASET[:] = [open_dataset(config)]
+    return DATASET[0]
 
   def recording_save(self, state, extra, valid_loss=None):
     report['checksums'][str(int(state.step))] = _checksum(state.params)
@@ -150,6 +159,9 @@ def record_cmd(options, argv):
         report['writes'].append(os.path.abspath(os.fsdecode(path)))
 
   input_pipeline.make_batches = recording_make_batches
+  input_pipeline.open_dataset = recording_open_dataset
+  placement.host_batches = recording_host_batches
+  placement.EvalData.batches = recording_eval_batches
   checkpoints.Checkpoints.save = recording_save
   sys.addaudithook(record_writes)
   try:

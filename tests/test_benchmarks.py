@@ -63,3 +63,39 @@ def test_pipeline_dataset_is_mosei_shaped(tmp_path, monkeypatch):
   assert batch['text'].shape == (4, 50, 768) and batch['vision'].shape == (4, 500, 35)
   lengths = batch['audio_mask'].sum(1)
   assert np.all((lengths >= 100) & (lengths <= 500)) and np.all(batch['audio_len'] == lengths)
+
+
+def test_flops_fall_back_to_the_compiled_step_when_the_lowered_one_has_none():
+  """JAX on CUDA returns no cost analysis for a lowered program (only for the compiled one);
+  on the CPU both count the same matmul."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  lowered = jax.jit(lambda a: a @ a).lower(jnp.ones((64, 64), jnp.float32))
+  assert train_step.flops_of(lowered) == pytest.approx(2 * 64**3, rel=0.05)
+
+  class CudaLike:  # the lowered program as JAX 0.11.2 gives it on CUDA.
+    def cost_analysis(self):
+      return None
+
+    def compile(self):
+      return lowered.compile()
+
+  assert train_step.flops_of(CudaLike()) == pytest.approx(2 * 64**3, rel=0.05)
+
+
+def test_end_to_end_case_selection():
+  from benchmarks import end_to_end  # pylint: disable=g-import-not-at-top
+
+  quick = end_to_end.parse_args(['--quick'])
+  assert [c[0] for c in quick.plan] == ['tiny', 'mosei_aligned_b32']
+  assert 'device' in quick.plan[0][3] and 'device' in quick.plan[1][3]
+  full = end_to_end.parse_args([])
+  assert {c[0] for c in full.plan} >= {'mosei_unaligned_b128', 'mosei_aligned_b32', 'tiny'}
+  assert end_to_end.parse_args(['--cases=mosei_unaligned_b32']).plan[0][3] == (
+    'device',
+    'host',
+    'stream',
+  )
+  with pytest.raises(SystemExit):
+    end_to_end.parse_args(['--cases=mosei_b32'])

@@ -20,6 +20,7 @@ from fasca_jax import runs
 from fasca_jax import steps
 from fasca_jax import tables
 from fasca_jax import train_lib
+import train_hooks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -172,15 +173,13 @@ def test_eval_on_an_interrupted_variant_does_not_make_it_finished(tmp_path):
   variant = ablations.apply(config, 'no_fusion')
   run_dir = str(tmp_path / 'runs' / 'no_fusion')
   jitted = steps.JittedSteps(variant, steps.make_optimizer(variant, 6, 6))
-  train = jitted.train
 
-  def sigterm_after_step_3(state, batch):  # the trainer's own SIGTERM handling stops the run.
-    state, step_metrics = train(state, batch)
+  def sigterm_after_step_3(state):  # the trainer's own SIGTERM handling stops the run.
     if int(state.step) == 3:
       os.kill(os.getpid(), signal.SIGTERM)
-    return state, step_metrics
+    return state
 
-  jitted.train = sigterm_after_step_3
+  train_hooks.after_train_calls(jitted, sigterm_after_step_3)
   assert train_lib.train_and_evaluate(variant, run_dir, jitted=jitted) == {}
   assert checkpoints.Checkpoints(run_dir).all_steps() == [3]
   proc = subprocess.run(

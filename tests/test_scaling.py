@@ -53,12 +53,13 @@ def _env(devices, cache_dir, **extra):
   }
 
 
-def _train_flags(workdir, data_dir):
+def _train_flags(workdir, data_dir, placement='auto'):
   """The command line of the run (the same for the first run and every resumption)."""
   return [
     '--config=configs/synthetic.py:tiny',
     f'--workdir={workdir}',
     f'--config.data_dir={data_dir}',
+    f'--config.data_placement={placement}',
   ]
 
 
@@ -119,12 +120,13 @@ def reference(data_dir, cache_dir, tmp_path_factory):
 
 
 # --- exact resume ---------------------------------------------------------------------------------
-def test_sigterm_then_sigkill_resume_bit_exact(data_dir, cache_dir, reference, tmp_path):
+@pytest.mark.parametrize('placement', ['device', 'host'])
+def test_sigterm_then_sigkill_resume_bit_exact(data_dir, cache_dir, reference, tmp_path, placement):
   """SIGTERM after step 3 -> checkpoint + exit 0; the same command resumes; SIGKILL after step 9
-  -> the rerun resumes from step 6 (the last save); final state == uninterrupted run, bit for
-  bit."""
+  -> the rerun resumes from step 6 (the last save); final state == uninterrupted run (auto:
+  'device' here), bit for bit, with the data resident on the devices or gathered on the host."""
   config, workdir, env = tiny_config(data_dir), tmp_path / 'run', _env(2, cache_dir)
-  flags = _train_flags(workdir, data_dir)
+  flags = _train_flags(workdir, data_dir, placement)
 
   code, out = _run(
     [HELPER, 'train', '--sigterm_after_step=3', '--', *flags], env, tmp_path / 'log1'
@@ -334,9 +336,10 @@ def test_distributed_settings_from_flags_or_environment(monkeypatch):
 
 def test_two_processes_over_gloo(data_dir, cache_dir, tmp_path):
   """2 processes x 2 CPU devices on 127.0.0.1: process 0 joins by flags, process 1 by
-  environment variables; identical parameters, disjoint data, only process 0 writes logs."""
+  environment variables; identical parameters, disjoint data, only process 0 writes logs. The
+  'host' placement, where each process gathers its own rows of every batch (recorded)."""
   address, workdir = f'127.0.0.1:{_free_port()}', tmp_path / 'run'
-  flags = [*_train_flags(workdir, data_dir), '--config.num_epochs=1']
+  flags = [*_train_flags(workdir, data_dir, 'host'), '--config.num_epochs=1']
   joins = [
     (['--coordinator_address=' + address, '--num_processes=2', '--process_id=0'], {}),
     ([], {'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '1'}),

@@ -218,6 +218,26 @@ def test_load_rejects_a_different_architecture():
     torch_reference.load_flax_params(torch_reference.build(other), params)
 
 
+def test_torchvision_deform_conv2d_twin_matches():
+  """Where torchvision is importable, the twin built on `torchvision.ops.deform_conv2d` (what
+  benchmarks/train_step.py races as 'torch+tv') gives the Flax outputs; skipped without it."""
+  deform = torch_reference.torchvision_deform_conv2d()
+  if deform is None:
+    pytest.skip('torchvision is not importable beside this torch')
+  config = tiny_config('regression', 1)
+  params = flax_params('regression', 1)
+  batch = make_batch(config, seed=2)
+  apply = jax.jit(functools.partial(fasca_net.build(config).apply, train=False))
+  outputs, _ = apply({'params': params}, *steps.model_inputs(config, batch))
+  model = torch_reference.load_flax_params(torch_reference.build(config, deform=deform), params)
+  with torch.no_grad():
+    expected, _ = model.eval()(*steps.model_inputs(config, torch_batch(batch)))
+  for name, y in outputs.items():
+    np.testing.assert_allclose(
+      np.asarray(y), expected[name].numpy(), rtol=0, atol=OUTPUT_ATOL, err_msg=name
+    )
+
+
 # --- with a text encoder in the model ----------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def encoder_dir():

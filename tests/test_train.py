@@ -9,27 +9,16 @@ import jax
 import numpy as np
 import pytest
 
-from configs import synthetic
 from fasca_jax import checkpoints
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
 from fasca_jax import steps
 from fasca_jax import tasks
 from fasca_jax import train_lib
+from conftest import tiny_config
+import train_hooks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(data_dir, **overrides):
-  config = synthetic.get_config('tiny')
-  config.data_dir = str(data_dir)
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
 
 
 @pytest.fixture(scope='module')
@@ -95,6 +84,21 @@ def test_train_and_evaluate_writes_results_metrics_and_checkpoints(trained):
   best = min(valid_rows, key=lambda r: r['loss'])
   assert ckpt.best_step() == best['step']
   assert ckpt.all_steps()[-1] == steps_per_epoch * config.num_epochs
+
+
+def test_host_placement_with_two_steps_per_call_trains_the_same_run(trained, tmp_path):
+  """The fixture ran with data_placement auto (device here) and one step per call; the host
+  placement with 2 steps per lax.scan trains on the same batches with the same dropout keys."""
+  config, workdir, results = trained
+  other = tiny_config(config.data_dir, data_placement='host', steps_per_call=2)
+  again = train_lib.train_and_evaluate(other, str(tmp_path))
+  got, extra = _latest_of(str(tmp_path), other)
+  want, _ = _latest_of(workdir, config)
+  assert int(got.step) == int(want.step) and extra['data_state']['step'] == int(got.step)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got.params, want.params
+  )
+  assert again['test'] == pytest.approx(results['test'], rel=1e-5)
 
 
 def test_evaluate_restores_best_and_reproduces_results(trained):
@@ -191,6 +195,37 @@ def test_unknown_config_key_fails_loudly(tmp_path):
   assert 'Traceback' not in proc.stderr
 
 
+def test_second_run_loads_every_program_from_the_compilation_cache(data_dir, tmp_path):
+  """config.compilation_cache_dir: the first run fills it; a second run of the same config (in
+  another workdir) finds every program there and adds nothing. Both log the time to first step
+  (not asserted: timings belong in benchmarks/)."""
+  cache = tmp_path / 'xla'
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  listings = []
+  for run in ('first', 'second'):
+    proc = subprocess.run(
+      [
+        sys.executable,
+        'train.py',
+        '--config=configs/synthetic.py:tiny',
+        f'--workdir={tmp_path / run}',
+        f'--config.data_dir={data_dir}',
+        f'--config.compilation_cache_dir={cache}',
+        '--config.num_epochs=1',
+      ],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    (line,) = [x for x in proc.stderr.splitlines() if 'time to first step: ' in x]
+    print(run, line.split('] ')[-1])
+    listings.append(sorted(p.name for p in cache.iterdir()))
+  assert listings[0] and listings[1] == listings[0]
+
+
 def test_best_checkpoint_is_an_earlier_epoch_when_a_later_one_is_worse(data_dir, tmp_path):
   """A hook on the train step shifts the regression head's output by +5 at the first step of
   epoch 2, so epoch 2 ends with a much higher validation loss than epoch 1 (6 more steps at
@@ -201,18 +236,17 @@ def test_best_checkpoint_is_an_earlier_epoch_when_a_later_one_is_worse(data_dir,
   config = tiny_config(data_dir)
   steps_per_epoch = input_pipeline.open_dataset(config).steps_per_epoch(config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
+  assert config.steps_per_call == 1
   jitted = _jitted(config, total_steps, steps_per_epoch)
-  train = jitted.train
 
-  def worse_from_epoch_2(state, batch):
-    state, step_metrics = train(state, batch)
+  def worse_from_epoch_2(state):
     if int(state.step) == steps_per_epoch + 1:
       head = state.params['head']
       shifted = {**head, 'out': {**head['out'], 'bias': head['out']['bias'] + 5.0}}
       state = state.replace(params={**state.params, 'head': shifted})
-    return state, step_metrics
+    return state
 
-  jitted.train = worse_from_epoch_2
+  train_hooks.after_train_calls(jitted, worse_from_epoch_2)
   results = train_lib.train_and_evaluate(config, workdir, jitted=jitted)
 
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
@@ -222,9 +256,10 @@ def test_best_checkpoint_is_an_earlier_epoch_when_a_later_one_is_worse(data_dir,
   ckpt = checkpoints.Checkpoints(workdir)
   assert ckpt.all_steps()[-1] == total_steps
   assert ckpt.best_step() == steps_per_epoch
-  best, best_step = checkpoints.restore_best(config, workdir)
+  restored = checkpoints.restore_best(config, workdir)
+  best = restored.state
   latest, _ = _latest_of(workdir, config)
-  assert best_step == steps_per_epoch == int(best.step)
+  assert restored.step == steps_per_epoch == int(best.step) and restored.fallback is None
   assert int(latest.step) == total_steps
   assert not np.allclose(best.params['head']['out']['bias'], latest.params['head']['out']['bias'])
   # The final results are those of the best step: its validation metrics as logged at the end

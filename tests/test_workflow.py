@@ -89,7 +89,7 @@ def test_sweep_writes_summary_of_three_seeds(sweep_dir):
 
 def test_sweep_compiles_each_step_once(sweep_dir):
   stderr = sweep_dir[2].stderr
-  for name in ('_init_state', '_train', '_evaluate'):
+  for name in ('_init_state', '_train_resident', '_evaluate_resident'):
     assert stderr.count(f'Compiling jit({name})') == 1, name
 
 
