@@ -93,7 +93,7 @@ def case_config(name: str, args):
   return config
 
 
-class _Records(logging_std.Handler):
+class LogRecords(logging_std.Handler):
   """Keeps (time, message) of the loop's log lines."""
 
   def __init__(self):
@@ -104,7 +104,21 @@ class _Records(logging_std.Handler):
     self.rows.append((record.created, record.getMessage()))
 
 
-def run_loop(config, workdir: str, records: _Records) -> dict:
+def quiet_logs() -> LogRecords:
+  """absl's INFO lines kept (returned) instead of printed; warnings still go to stderr."""
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().setLevel(logging_std.WARNING)  # the table is the output.
+  records = LogRecords()
+  absl_logger = logging_std.getLogger('absl')
+  absl_logger.addHandler(records)
+  absl_logger.propagate = False  # libraries' INFO lines stay out of the output.
+  warnings = logging_std.StreamHandler(sys.stderr)
+  warnings.setLevel(logging_std.WARNING)
+  absl_logger.addHandler(warnings)
+  return records
+
+
+def run_loop(config, workdir: str, records: LogRecords) -> dict:
   """train_and_evaluate once -> {'first_step_s', 'samples_per_s', 'epoch_s'}."""
   records.rows.clear()
   t = time.time()
@@ -149,6 +163,21 @@ def pure_step_rate(config, dataset, num_steps: int) -> float:
 
 def torch_mmsa_rate(config, dataset, threads: int) -> dict:
   """The PyTorch twin trained MMSA-style -> {'samples_per_s', 'epoch_s'} (None without torch)."""
+  run = torch_train(config, dataset, threads)
+  if run is None:
+    return None
+  per_epoch = dataset.steps_per_epoch(config.batch_size)
+  return {
+    'samples_per_s': per_epoch * config.batch_size / statistics.median(run['train_s'][1:]),
+    'epoch_s': run['epoch_s'][-1],
+  }
+
+
+def torch_train(config, dataset, threads: int, seed: int | None = None, test: bool = False):
+  """One run of the PyTorch twin trained the way MMSA trains it: a shuffled `DataLoader` over
+  the padded arrays, `loss.item()` every step, a validation pass per epoch (and with `test` a
+  test pass at the end); `seed` seeds torch first. -> {'train_s': per epoch, 'epoch_s': per
+  epoch (training + validation), 'wall_s'}, or None without torch."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
     from torch.utils import data as torch_data  # pylint: disable=g-import-not-at-top
@@ -156,7 +185,10 @@ def torch_mmsa_rate(config, dataset, threads: int) -> dict:
     return None
   from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
 
+  t_start = time.perf_counter()
   torch.set_num_threads(threads)
+  if seed is not None:
+    torch.manual_seed(seed)
   train_step.set_matmul_precision('float32', torch)
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   sync = torch.cuda.synchronize if device.type == 'cuda' else lambda: None
@@ -175,6 +207,13 @@ def torch_mmsa_rate(config, dataset, threads: int) -> dict:
     batch['valid'] = torch.ones(len(rows[0]), dtype=torch.bool, device=device)
     return batch
 
+  def score(loader):
+    model.eval()
+    with torch.no_grad():
+      for rows in loader:
+        torch_reference.loss_fn(config, model, to_batch(rows)).item()
+    sync()
+
   b = config.batch_size
   train = torch_data.DataLoader(tensors('train'), batch_size=b, shuffle=True, drop_last=True)
   valid = torch_data.DataLoader(tensors('validation'), batch_size=config.eval_batch_size)
@@ -191,16 +230,11 @@ def torch_mmsa_rate(config, dataset, threads: int) -> dict:
       torch_reference.train_step(config, model, opt, sched, to_batch(rows)).item()
     sync()
     train_s.append(time.perf_counter() - t)
-    model.eval()
-    with torch.no_grad():
-      for rows in valid:
-        torch_reference.loss_fn(config, model, to_batch(rows)).item()
-    sync()
+    score(valid)
     epoch_s.append(time.perf_counter() - t)
-  return {
-    'samples_per_s': per_epoch * b / statistics.median(train_s[1:]),
-    'epoch_s': epoch_s[-1],
-  }
+  if test:
+    score(torch_data.DataLoader(tensors('test'), batch_size=config.eval_batch_size))
+  return {'train_s': train_s, 'epoch_s': epoch_s, 'wall_s': time.perf_counter() - t_start}
 
 
 def parse_args(argv=None):
@@ -233,15 +267,7 @@ def main(argv=None):
   t_start = time.perf_counter()
   log = lambda msg: print(f'[{time.perf_counter() - t_start:5.0f}s] {msg}', flush=True)
   cache_dir = args.cache_dir or tempfile.mkdtemp(prefix='fasca_e2e_xla_')
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().setLevel(logging_std.WARNING)  # the table is the output.
-  records = _Records()
-  absl_logger = logging_std.getLogger('absl')
-  absl_logger.addHandler(records)
-  absl_logger.propagate = False  # libraries' INFO lines stay out of the output.
-  warnings = logging_std.StreamHandler(sys.stderr)
-  warnings.setLevel(logging_std.WARNING)
-  absl_logger.addHandler(warnings)
+  records = quiet_logs()
   train_step.set_matmul_precision('float32')
   device = jax.devices()[0]
   threads = train_step.xla_threads() if jax.default_backend() == 'cpu' else 1
@@ -284,7 +310,7 @@ def main(argv=None):
       print(f'e2e_over_step_{name}={ratios[name]:.3f}')
 
 
-def _auto_line(records: _Records) -> str:
+def _auto_line(records: LogRecords) -> str:
   line = next((m for _, m in reversed(records.rows) if m.startswith('data_placement')), '')
   return line.split(': ', 1)[-1].split(';')[0]
 

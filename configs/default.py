@@ -16,6 +16,9 @@ def get_config():
   # Seed sweep: '1111,1112,1113,1114,1115' trains one run per seed in workdir/seed_<n>/ and writes
   # workdir/summary.{md,csv} (mean ± std); '' is one run with config.seed in workdir itself.
   config.seeds = ''
+  # With several seeds: 'auto' trains them together (one vmapped program over a seed axis) when
+  # they fit the device, True always, False one after another (fasca_jax/seed_group.py).
+  config.seed_parallel = ml_collections.FieldReference('auto', field_type=object)
 
   # Data: a TFDS builder `data_prep.<name>` with a builder config, built under data_dir.
   config.data_dir = 'data/tfds'

@@ -15,7 +15,8 @@ and refuses, in one line naming each differing field with both values, any diffe
 
   may differ (how the run is driven, never what it trains):
     data_dir, num_workers, eval_batch_size, log_every_steps, keep_checkpoints, skip_nonfinite,
-    seeds, model.attention, model.deform_method (the same maths computed another way)
+    seeds, seed_parallel, model.attention, model.deform_method (the same maths computed
+    another way)
   may grow, never shrink:
     num_epochs (a finished or interrupted run continues to the new length; the learning-rate
     schedule of the steps still to come is the new length's, so such a run differs from one
@@ -70,6 +71,7 @@ RUN_CONTROL_FIELDS = (
   'keep_checkpoints',
   'skip_nonfinite',
   'seeds',
+  'seed_parallel',
   'model.attention',
   'model.deform_method',
 )

@@ -86,18 +86,51 @@ def evaluate(
     data = eval_data(
       jitted.config, dataset, split, mesh=jitted.mesh, batch_size=batch_size, mode=mode
     )
+  host = _outputs(jitted, params, data, perturb=perturb)
+  return _scores(jitted, dataset, split, host, with_ids)
+
+
+def evaluate_seeds(
+  jitted: steps.JittedSteps,
+  params,
+  dataset: input_pipeline.Dataset,
+  split: str,
+  *,
+  data: placement.EvalData,
+) -> list[tuple[dict, dict]]:
+  """`evaluate` of each seed of `params` stacked over S seeds (`JittedSteps.stack`), in one
+  program per call (`evaluate_seeds` / `evaluate_resident_seeds`): S (metrics, host arrays)."""
+  if split not in SPLITS:
+    raise ValueError(f'unknown split {split!r}: expected one of {sorted(SPLITS)}')
+  host = _outputs(jitted, params, data, suffix='_seeds')  # (rows, S, ...)
+  num_seeds = host['valid'].shape[1]
+  return [
+    _scores(jitted, dataset, split, {k: v[:, i] for k, v in host.items()}, False)
+    for i in range(num_seeds)
+  ]
+
+
+def _outputs(jitted, params, data: placement.EvalData, *, perturb=None, suffix='') -> dict:
+  """The evaluation program's per-example outputs over the whole split, on the host (every
+  process's rows, padding rows included)."""
   if data.resident:
     if perturb is not None:
       raise ValueError('perturb applies to host batches: evaluate data placed on the host.')
-    program = jitted.program('evaluate_resident', params, data.arrays, batch_size=batch_size)
+    program = jitted.program(
+      'evaluate_resident' + suffix, params, data.arrays, batch_size=data.global_batch_size
+    )
     parts = [program(params, data.arrays)]
   else:
     parts = []
     for batch in map(perturb or (lambda b: b), data.batches()):
       batch = input_pipeline.to_global(batch, jitted.data_sharding)
-      parts.append(jitted.program('evaluate', params, batch)(params, batch))
+      parts.append(jitted.program('evaluate' + suffix, params, batch)(params, batch))
   parts = multihost_utils.process_allgather(parts, tiled=True)  # one transfer, at the end.
-  host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _scores(jitted, dataset, split: str, host: dict, with_ids: bool) -> tuple[dict, dict]:
+  """(metrics, the real examples' host arrays) from `_outputs` of one set of parameters."""
   valid = host.pop('valid').astype(bool)
   host = {k: v[valid] for k, v in host.items()}
   if with_ids:

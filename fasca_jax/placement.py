@@ -27,7 +27,6 @@ with the lengths from the split summary (`input_pipeline.split_summary`). They a
 memory-mapped, so a second run starts in seconds.
 """
 
-import functools
 import math
 import os
 import queue
@@ -187,9 +186,10 @@ def replicated(arrays: dict, mesh: jax.sharding.Mesh) -> dict:
   }
 
 
-def chunk_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
-  """Stacked batches (K, B, ...): the batch axis sharded over `data`."""
-  return NamedSharding(mesh, P(None, 'data'))
+def chunk_sharding(mesh: jax.sharding.Mesh, seeds: int = 0) -> NamedSharding:
+  """Stacked batches (K, B, ...), or (S, K, B, ...) for a group of `seeds` > 0 seeds: the batch
+  axis sharded over `data`."""
+  return NamedSharding(mesh, P(*(None,) * (2 if seeds else 1), 'data'))
 
 
 def batch_spec(
@@ -215,7 +215,9 @@ class TrainData:
 
   'device': the same resident split every call (`resident` True). 'host' and 'stream': the
   call's k global batches stacked (k, B, ...), sharded `chunk_sharding`, made ahead by a thread.
-  `spec(k)` is what a call of k steps takes, for compiling ahead of time. Close it when done.
+  `seed` a sequence of S seeds (a group trained stacked, `fasca_jax.seed_group`; 'device' and
+  'host'): each seed's own batches, (S, k, B, ...). `spec(k)` is what a call of k steps takes,
+  for compiling ahead of time. Close it when done.
   """
 
   def __init__(
@@ -223,39 +225,52 @@ class TrainData:
     mode: str,
     dataset: input_pipeline.Dataset,
     *,
-    seed: int,
+    seed: int | Sequence[int],
     global_batch_size: int,
     start_step: int,
     calls: Sequence[int],
     mesh: jax.sharding.Mesh,
   ):
     self.resident = mode == 'device'
-    self._sharding = chunk_sharding(mesh)
+    group = isinstance(seed, Sequence)
+    self._sharding = chunk_sharding(mesh, seeds=len(seed) if group else 0)
     self._prefetch = None
     if self.resident:
       self.arrays = replicated(padded_split(dataset, 'train'), mesh)
       return
     rows = indexing.local_rows(global_batch_size, jax.process_index(), jax.process_count())
     if mode == 'host':
-      batches = host_batches(
-        padded_split(dataset, 'train'), seed, global_batch_size, start_step=start_step, rows=rows
-      )
+      arrays = padded_split(dataset, 'train')
+      batches = [
+        host_batches(arrays, s, global_batch_size, start_step=start_step, rows=rows)
+        for s in (seed if group else [seed])
+      ]
+    elif group:
+      raise ValueError("a group of seeds trains from 'device' or 'host' data, not 'stream'.")
     else:
-      batches = input_pipeline.make_batches(
-        dataset,
-        'train',
-        train=True,
-        global_batch_size=global_batch_size,
-        seed=seed,
-        start_step=start_step,
-      )
-    self._spec = functools.partial(batch_spec, dataset, global_batch_size, self._sharding)
-    self._prefetch = _Prefetch(self._chunks(batches, calls), PREFETCH_CALLS)
+      batches = [
+        input_pipeline.make_batches(
+          dataset,
+          'train',
+          train=True,
+          global_batch_size=global_batch_size,
+          seed=seed,
+          start_step=start_step,
+        )
+      ]
+    leading = (len(seed),) if group else ()
+    self._spec = lambda k: batch_spec(dataset, global_batch_size, self._sharding, (*leading, k))
+    self._prefetch = _Prefetch(self._chunks(batches, calls, group), PREFETCH_CALLS)
 
-  def _chunks(self, batches: Iterator[dict], calls: Sequence[int]) -> Iterator[dict]:
+  def _chunks(self, batches: list[Iterator[dict]], calls: Sequence[int], group: bool):
+    """Each call's chunk: (k, B, ...), or (S, k, B, ...) seed after seed for a group."""
     for k in calls:
-      rows = [next(batches) for _ in range(k)]
-      yield self._global({key: np.stack([r[key] for r in rows]) for key in rows[0]})
+      chunks = []
+      for seed_batches in batches:
+        rows = [next(seed_batches) for _ in range(k)]
+        chunks.append({key: np.stack([r[key] for r in rows]) for key in rows[0]})
+      chunk = {key: np.stack([c[key] for c in chunks]) for key in chunks[0]} if group else chunks[0]
+      yield self._global(chunk)
 
   def _global(self, chunk: dict) -> dict:
     return {
@@ -266,7 +281,7 @@ class TrainData:
 
   def spec(self, k: int) -> dict:
     """The (abstract) data of a call of `k` steps."""
-    return self.arrays if self.resident else self._spec(leading=(k,))
+    return self.arrays if self.resident else self._spec(k)
 
   def __iter__(self):
     return self
@@ -285,13 +300,17 @@ class TrainData:
     self.close()
 
 
-def compile_programs(jitted, state, train_data: TrainData, lengths, eval_data: dict) -> dict:
+def compile_programs(
+  jitted, state, train_data: TrainData, lengths, eval_data: dict, *, seeds: bool = False
+) -> dict:
   """The train program of `jitted` (`steps.JittedSteps`) for each call length in `lengths`
   (call length -> compiled program) and the evaluation programs of `eval_data` (split ->
   `EvalData`), compiled or loaded from the persistent cache before the first step, so that
-  nothing compiles during training; the processes then start stepping together."""
+  nothing compiles during training; the processes then start stepping together. `seeds`: the
+  `_seeds` programs, for a state stacked over the seeds of a group."""
   t = time.perf_counter()
-  name = 'train_resident' if train_data.resident else 'train_chunk'
+  suffix = '_seeds' if seeds else ''
+  name = ('train_resident' if train_data.resident else 'train_chunk') + suffix
   programs = {
     k: jitted.program(
       name, state, train_data.spec(k), **({'num_steps': k} if train_data.resident else {})
@@ -301,10 +320,13 @@ def compile_programs(jitted, state, train_data: TrainData, lengths, eval_data: d
   for data in eval_data.values():
     if data.resident:
       jitted.program(
-        'evaluate_resident', state.params, data.arrays, batch_size=data.global_batch_size
+        'evaluate_resident' + suffix,
+        state.params,
+        data.arrays,
+        batch_size=data.global_batch_size,
       )
     else:
-      jitted.program('evaluate', state.params, data.spec(jitted.data_sharding))
+      jitted.program('evaluate' + suffix, state.params, data.spec(jitted.data_sharding))
   logging.info('Train and evaluation programs ready in %.1f s.', time.perf_counter() - t)
   distributed.barrier('compiled')
   return programs

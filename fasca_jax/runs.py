@@ -16,7 +16,8 @@ trains, every run's saved config is compared with the one asked for (`checkpoint
 a run trained with other values (e.g. another learning rate or d_model) is refused, naming the
 run and the fields, so stale results are never reused or tabulated; `replace=True` (the
 `--replace` flag) moves such runs aside and trains them anew. The seeds of a sweep share one
-`steps.JittedSteps`, so the model compiles once.
+`steps.JittedSteps`, so the model compiles once, and train together, stacked in one program,
+when `config.seed_parallel` says so (`fasca_jax.seed_group`).
 """
 
 import os
@@ -32,6 +33,7 @@ from fasca_jax import checkpoints
 from fasca_jax import config_io
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
+from fasca_jax import seed_group
 from fasca_jax import steps
 from fasca_jax import tables
 from fasca_jax import train_lib
@@ -104,7 +106,8 @@ def train_all(
 ) -> dict[str, dict] | None:
   """Trains (or reuses, when finished) each run into workdir/<name>/.
 
-  With `share_steps` (runs that differ only in the seed) one `JittedSteps` serves them all.
+  With `share_steps` (runs that differ only in the seed) one `JittedSteps` serves them all, and
+  the unfinished ones train as one group when `seed_group.choose` says so.
   Every run's config is checked against its saved config.json first (`checkpoints.guard_config`;
   with `replace`, differing runs are moved aside and retrained).
 
@@ -119,7 +122,7 @@ def train_all(
     checkpoints.guard_config(
       config, os.path.join(workdir, name), replace=replace, remedy=RUNS_REMEDY
     )
-  results, jitted = {}, None
+  jitted, todo = None, []
   for i, (name, config) in enumerate(runs.items(), 1):
     run_dir = os.path.join(workdir, name)
     dataset = input_pipeline.open_dataset(config)
@@ -127,16 +130,24 @@ def train_all(
     if is_finished(run_dir, steps_per_epoch * config.num_epochs):
       logging.info('Run %s (%d/%d): finished in %s, reused.', name, i, len(runs), run_dir)
     else:
-      logging.info('Run %s (%d/%d): training in %s.', name, i, len(runs), run_dir)
+      todo.append((i, name))
       if share_steps and jitted is None:
         jitted = steps.JittedSteps(
           config, steps.make_optimizer(config, steps_per_epoch * config.num_epochs, steps_per_epoch)
         )
-      if not train_lib.train_and_evaluate(config, run_dir, jitted=jitted):
+  dirs = [os.path.join(workdir, name) for _, name in todo]
+  if share_steps and todo and seed_group.choose(runs[todo[0][1]], dataset, jitted, dirs):
+    logging.info('Runs %s: training together.', ', '.join(name for _, name in todo))
+    if not train_lib.train_group([runs[name] for _, name in todo], dirs, jitted=jitted)[0]:
+      logging.warning('Stopped in runs %s; the same command resumes.', ', '.join(dirs))
+      return None
+  else:
+    for (i, name), run_dir in zip(todo, dirs):
+      logging.info('Run %s (%d/%d): training in %s.', name, i, len(runs), run_dir)
+      if not train_lib.train_and_evaluate(runs[name], run_dir, jitted=jitted):
         logging.warning('Stopped in run %s; the same command resumes.', name)
         return None
-    results[name] = evaluation.read_results(run_dir)  # one source, fresh or reused
-  return results
+  return {name: evaluation.read_results(os.path.join(workdir, name)) for name in runs}
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str, *, replace: bool = False) -> dict:

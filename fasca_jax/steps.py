@@ -5,7 +5,8 @@ The training loop runs `JittedSteps.program`s, compiled ahead of time: `train_re
 in one `lax.scan`, each gathering its batch by index from the split resident on the devices,
 `fasca_jax.indexing`), `train_chunk` (K steps over K stacked batches from the host) and
 `evaluate_resident` (a whole resident split). Dropout keys are fold_in(seed, step) and the batch
-of a step depends on (seed, step) only, so K does not change the result.
+of a step depends on (seed, step) only, so K does not change the result. Their `_seeds` twins
+run the seeds of a sweep stacked on a leading axis, all in one program (`fasca_jax.seed_group`).
 
 Imports only JAX, Flax (through the model), Optax and NumPy, so `benchmarks/train_step.py` times
 exactly the step `train_lib` runs, also on machines without grain, TFDS or Orbax.
@@ -222,6 +223,11 @@ def eval_step(model, task: tasks.Task, config, params, batch) -> dict:
   }
 
 
+def _unstack(tree) -> list:
+  """A pytree with a leading axis of S on every leaf -> S pytrees."""
+  return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(jax.tree.leaves(tree)[0].shape[0])]
+
+
 def call_lengths(start: int, total: int, *, steps_per_call: int, every: tuple[int, ...]):
   """Steps per call of the train program from step `start` to `total`: `steps_per_call` where
   K steps fit before the next multiple of any of `every` (log and epoch ends), single steps up to
@@ -294,6 +300,37 @@ class JittedSteps:
         in_shardings=(self.replicated, self.replicated),
         out_shardings=self.replicated,
       ),
+      # The same programs over a leading seed axis of the state (`fasca_jax.seed_group`): the
+      # seed axis replicated, the batch axis sharded over `data` as above.
+      'train_resident_seeds': jax.jit(
+        self._train_resident_seeds,
+        static_argnums=(2,),  # num_steps
+        in_shardings=(self.replicated, self.replicated),
+        out_shardings=(self.replicated, self.replicated),
+        donate_argnums=(0,),
+      ),
+      'train_chunk_seeds': jax.jit(
+        jax.vmap(self._train_chunk),
+        in_shardings=(self.replicated, NamedSharding(self.mesh, P(None, None, 'data'))),
+        out_shardings=(self.replicated, self.replicated),
+        donate_argnums=(0,),
+      ),
+      'evaluate_seeds': jax.jit(
+        jax.vmap(self._evaluate, in_axes=(0, None), out_axes=1),
+        in_shardings=(self.replicated, self.data_sharding),
+        out_shardings=self.replicated,
+      ),
+      'evaluate_resident_seeds': jax.jit(
+        self._evaluate_resident_seeds,
+        static_argnums=(2,),  # batch_size
+        in_shardings=(self.replicated, self.replicated),
+        out_shardings=self.replicated,
+      ),
+      'stack': jax.jit(
+        lambda *states: jax.tree.map(lambda *x: jnp.stack(x), *states),
+        out_shardings=self.replicated,
+      ),
+      'unstack': jax.jit(_unstack, out_shardings=self.replicated),
     }
     self._compiled = {}
 
@@ -308,13 +345,27 @@ class JittedSteps:
       )
     return state
 
+  def stack(self, states):
+    """S states (or parameters) of the seeds of a group -> one with a leading axis of S,
+    replicated on the mesh."""
+    return self.program('stack', *states)(*states)
+
+  def unstack(self, state) -> list:
+    """A state (or parameters) stacked over S seeds -> the S states, in order."""
+    return self.program('unstack', state)(state)
+
   def program(self, name: str, *args, **static) -> jax.stages.Compiled:
     """The compiled program `name` for arguments shaped like `args` (arrays or
     `jax.ShapeDtypeStruct`s; `static`: num_steps, batch_size), compiled on first request.
 
     Programs: 'init' (seed), 'train_resident' (state, split arrays; num_steps), 'train_chunk'
     (state, (K, B, ...) batches), 'evaluate' (params, batch), 'evaluate_resident' (params,
-    split arrays; batch_size).
+    split arrays; batch_size). Their `_seeds` twins take a state stacked over seeds (`stack`,
+    a leading axis of S) and run every seed in one program (`jax.vmap`):
+    'train_resident_seeds' (metrics (S, K) each), 'train_chunk_seeds' (state, (S, K, B, ...)
+    batches, each seed its own), 'evaluate_seeds' and 'evaluate_resident_seeds' (stacked
+    params; per-example outputs (B or N, S, ...): the seed axis second, so that the rows stay
+    first). 'stack' (S states) -> their stacked state; 'unstack' the reverse.
     """
     leaves, tree = jax.tree.flatten(args)
     key = (
@@ -368,6 +419,15 @@ class JittedSteps:
       return self._train(state, batch)
 
     return lax.scan(one, state, length=num_steps)
+
+  def _train_resident_seeds(self, state: TrainState, arrays: dict, num_steps: int):
+    """`_train_resident` of each seed of the stacked `state` (S, ...): each gathers its own
+    batches (its seed's order) from the one resident split. Metrics: (S, num_steps) each."""
+    return jax.vmap(lambda s: self._train_resident(s, arrays, num_steps))(state)
+
+  def _evaluate_resident_seeds(self, params, arrays: dict, batch_size: int) -> dict:
+    """`_evaluate_resident` of each seed of the stacked `params`: (rows, S, ...)."""
+    return jax.vmap(lambda p: self._evaluate_resident(p, arrays, batch_size), out_axes=1)(params)
 
   def _train_chunk(self, state: TrainState, batches: dict):
     """One step per leading entry of `batches` (K, B, ...). Metrics: (K,) each."""

@@ -99,3 +99,40 @@ def test_end_to_end_case_selection():
   )
   with pytest.raises(SystemExit):
     end_to_end.parse_args(['--cases=mosei_b32'])
+
+
+def test_seeds_benchmark_case_selection():
+  from benchmarks import seeds  # pylint: disable=g-import-not-at-top
+
+  quick = seeds.parse_args(['--quick'])
+  assert (quick.batch_size, quick.epochs) == (8, 2)
+  assert quick.seed_list == (1111, 1112, 1113, 1114, 1115)
+  assert quick.examples['train'] // quick.batch_size == 4
+  full = seeds.parse_args(['--seeds=3'])
+  assert (full.batch_size, full.seed_list) == (32, (1111, 1112, 1113))
+  assert full.examples['train'] == 2048
+  with pytest.raises(SystemExit):
+    seeds.parse_args(['--seeds=1'])
+
+
+def test_seeds_benchmark_table_ratios_are_per_framework(capsys):
+  from benchmarks import seeds  # pylint: disable=g-import-not-at-top
+
+  args = seeds.parse_args(['--quick'])
+  row = lambda wall, compile_s: {'wall_s': wall, 'compile_s': compile_s, 'run_s': wall - compile_s}
+  seeds.print_table(
+    [
+      ('jax 1 seed', row(30.0, 20.0)),
+      ('jax 5 seq', row(70.0, 20.0)),
+      ('jax 5 parallel', row(45.0, 30.0)),
+      ('torch 1 seed', row(8.0, 0.0)),
+      ('torch 5 seq', row(40.0, 0.0)),
+    ],
+    args,
+  )
+  lines = {
+    line.split('  ')[0].strip(): line.split() for line in capsys.readouterr().out.splitlines()
+  }
+  assert lines['jax 5 seq'][-1] == '5.00'  # run s 50 over the one seed's 10.
+  assert lines['jax 5 parallel'][-1] == '1.50'
+  assert lines['torch 5 seq'][-1] == '5.00'

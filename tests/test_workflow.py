@@ -88,9 +88,19 @@ def test_sweep_writes_summary_of_three_seeds(sweep_dir):
 
 
 def test_sweep_compiles_each_step_once(sweep_dir):
+  """On the CPU 'auto' trains the three seeds together (fasca_jax/seed_group.py): the programs
+  over the seed axis, each compiled once, not the one-seed train program; the one-seed
+  evaluation program (each seed's final results, as eval.py computes them) once."""
   stderr = sweep_dir[2].stderr
-  for name in ('_init_state', '_train_resident', '_evaluate_resident'):
+  assert 'seed_parallel auto: 3 seeds' in stderr and '-> together.' in stderr
+  for name in (
+    '_init_state',
+    '_train_resident_seeds',
+    '_evaluate_resident_seeds',
+    '_evaluate_resident',
+  ):
     assert stderr.count(f'Compiling jit({name})') == 1, name
+  assert 'Compiling jit(_train_resident)' not in stderr
 
 
 def test_rerun_skips_finished_seeds(sweep_dir):
