@@ -12,6 +12,12 @@ Layouts differ only where PyTorch's own conventions do:
   LayerNorm scale, bias (eps 1e-6)          LayerNorm weight, bias (eps 1e-6)
   FAR kernel (kh, kw, C, C) HWIO            FAR kernel (C, C, kh, kw) OIHW (torchvision)
 
+With a text encoder (`config.model.text_encoder`, fasca_jax/models/text_encoder.py) the twin
+runs `TextEncoder` below, the same BERT / RoBERTa computation with the Flax module's parameter
+names (Embed embedding (V, H) = Embedding weight (V, H)); `make_optimizer` then gives the encoder
+its own AdamW groups (rate, weight decay off biases and LayerNorm scales, frozen lower layers
+with requires_grad=False) as `fasca_jax.steps.optimizer` does.
+
 Time maps are kept channels-last, (B, T, C) (the Flax `(B, 1, T, C)` without its unit axis);
 the modulated deformable convolution follows `torchvision.ops.deform_conv2d` (NCHW) exactly,
 written with index gathers because torchvision is not assumed to be installed; `build(config,
@@ -31,6 +37,7 @@ from torch import nn
 import torch.nn.functional as F
 
 REFERENCE = 'text'
+FEATURES = 'features'  # config.model.text_encoder without an encoder in the model.
 LN_EPS = 1e-6  # flax.linen.LayerNorm's default epsilon.
 IEMOCAP_EMOTIONS = 4
 
@@ -386,8 +393,96 @@ class TaskHead(nn.Module):
     return y
 
 
+# --- the text encoder ----------------------------------------------------------------------------
+ENCODER_ACTIVATIONS = {
+  'gelu': F.gelu,
+  'gelu_new': gelu,
+  'gelu_pytorch_tanh': gelu,
+  'relu': F.relu,
+}
+
+
+class EncoderEmbeddings(nn.Module):
+  """text_encoder.Embeddings: word + position + segment -> LayerNorm -> dropout."""
+
+  def __init__(self, c):
+    super().__init__()
+    self.c = c
+    self.word = nn.Embedding(c.vocab_size, c.hidden_size)
+    self.position = nn.Embedding(c.max_positions, c.hidden_size)
+    self.segment = nn.Embedding(c.type_vocab_size, c.hidden_size)
+    self.ln = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+    self.drop = nn.Dropout(c.dropout)
+
+  def forward(self, ids, mask, segments):
+    if self.c.model_type == 'roberta':  # positions count real tokens from pad_token_id + 1.
+      positions = torch.cumsum(mask.long(), 1) * mask.long() + self.c.pad_token_id
+    else:
+      positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape)
+    h = self.word(ids) + self.position(positions) + self.segment(segments)
+    return self.drop(self.ln(h))
+
+
+class EncoderAttention(nn.Module):
+  """text_encoder.SelfAttention: multi-head self-attention, padded keys masked."""
+
+  def __init__(self, c):
+    super().__init__()
+    self.num_heads, self.dropout = c.num_heads, c.attention_dropout
+    for name in ('query', 'key', 'value', 'out'):
+      self.add_module(name, nn.Linear(c.hidden_size, c.hidden_size))
+
+  def forward(self, h, mask):
+    b, length, width = h.shape
+    split = lambda x: x.view(b, length, self.num_heads, -1).transpose(1, 2)  # (B, N, L, Hd)
+    q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
+    ctx = F.scaled_dot_product_attention(
+      q, k, v, attn_mask=mask[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
+    )
+    return self.out(ctx.transpose(1, 2).reshape(b, length, width))
+
+
+class EncoderLayer(nn.Module):
+  """text_encoder.Layer: post-LN attention and feed-forward blocks."""
+
+  def __init__(self, c):
+    super().__init__()
+    self.attention = EncoderAttention(c)
+    self.attention_ln = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+    self.ffn_up = nn.Linear(c.hidden_size, c.intermediate_size)
+    self.ffn_down = nn.Linear(c.intermediate_size, c.hidden_size)
+    self.ffn_ln = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+    self.act = ENCODER_ACTIVATIONS[c.hidden_act]
+    self.drop = nn.Dropout(c.dropout)
+
+  def forward(self, h, mask):
+    h = self.attention_ln(h + self.drop(self.attention(h, mask)))
+    return self.ffn_ln(h + self.drop(self.ffn_down(self.act(self.ffn_up(h)))))
+
+
+class TextEncoder(nn.Module):
+  """text_encoder.TextEncoder (config: its `EncoderConfig`).  ids, mask, segments: (B, L) ->
+  last hidden state (B, L, H)."""
+
+  def __init__(self, c):
+    super().__init__()
+    self.embeddings = EncoderEmbeddings(c)
+    self.num_layers = c.num_layers
+    for i in range(c.num_layers):
+      self.add_module(f'layer_{i}', EncoderLayer(c))
+
+  def forward(self, ids, mask, segments=None):
+    mask = mask.bool()
+    segments = torch.zeros_like(ids) if segments is None else segments
+    h = self.embeddings(ids.long(), mask, segments.long())
+    for i in range(self.num_layers):
+      h = getattr(self, f'layer_{i}')(h, mask)
+    return h
+
+
 class FascaNet(nn.Module):
-  """fasca_net.FascaNet: CLS tokens, fusion layers, FGFA pairs, task head(s)."""
+  """fasca_net.FascaNet: CLS tokens, fusion layers, FGFA pairs, task head(s); with
+  `text_encoder` (an `EncoderConfig`), the text stream is that encoder run on token ids."""
 
   def __init__(
     self,
@@ -410,9 +505,15 @@ class FascaNet(nn.Module):
     bfa_heads=4,
     head_hidden=256,
     aux_heads=False,
+    text_encoder=None,
   ):
     super().__init__()
     self.modalities = list(dims)
+    if text_encoder is not None and REFERENCE in dims:
+      self.text_encoder = TextEncoder(text_encoder)
+      dims = {**dims, REFERENCE: text_encoder.hidden_size}
+    else:
+      self.text_encoder = None
     for m, d in dims.items():
       self.register_parameter(f'cls_{m}', nn.Parameter(0.02 * torch.randn(1, 1, d)))
     self.num_fusion_layers = num_fusion_layers if use_fusion else 0
@@ -444,7 +545,9 @@ class FascaNet(nn.Module):
     """Runs the model (outputs and FAR intermediates as FascaNet returns them).
 
     Args:
-      inputs: m -> (B, T_m, D_m); masks: m -> (B, T_m) bool.
+      inputs: m -> (B, T_m, D_m); masks: m -> (B, T_m) bool. With a text encoder,
+        inputs['text'] is (B, T_t) token ids and inputs['text_segments'] (optional) their
+        segment ids.
 
     Returns:
       outputs: {'main': (B,) | (B, C) | (B, 4, 2), 'aux_<m>': ... when aux_heads}, and
@@ -453,6 +556,8 @@ class FascaNet(nn.Module):
     xs, ms = {}, {}
     for m in self.modalities:
       x = inputs[m]
+      if m == REFERENCE and self.text_encoder is not None:
+        x = self.text_encoder(x, masks[m], inputs.get(f'{m}_segments'))  # (B, T_t, H)
       cls = getattr(self, f'cls_{m}').expand(x.shape[0], 1, x.shape[-1])
       xs[m] = torch.cat([cls, x], 1)  # (B, T_m + 1, D_m)
       ms[m] = torch.cat([torch.ones_like(masks[m][:, :1]), masks[m]], 1)
@@ -469,6 +574,16 @@ class FascaNet(nn.Module):
     for m in self.modalities if self.aux_heads else ():
       outputs[f'aux_{m}'] = getattr(self, f'aux_{m}')(xs[m][:, 0])
     return outputs, intermediates
+
+
+def encoder_config(config):
+  """The `EncoderConfig` of config.model.text_encoder, or None without an encoder."""
+  name = config.model.get('text_encoder', FEATURES)
+  if name == FEATURES or REFERENCE not in config.modalities:
+    return None
+  from fasca_jax.models import text_encoder  # pylint: disable=g-import-not-at-top
+
+  return text_encoder.load_config(name)
 
 
 def torchvision_deform_conv2d():
@@ -512,6 +627,7 @@ def _build(config) -> FascaNet:
     bfa_heads=m.bfa_heads,
     head_hidden=m.head_hidden,
     aux_heads=m.aux_heads,
+    text_encoder=encoder_config(config),
   )
 
 
@@ -537,6 +653,8 @@ def _convert(module, leaf, a):
     return ('weight', a[0].transpose(2, 1, 0)) if leaf == 'kernel' else ('bias', a)
   if isinstance(module, nn.LayerNorm):
     return {'scale': 'weight', 'bias': 'bias'}[leaf], a
+  if isinstance(module, nn.Embedding):
+    return 'weight', a
   if isinstance(module, FAR) and leaf == 'kernel':
     return 'kernel', a.transpose(3, 2, 0, 1)  # HWIO -> OIHW
   return leaf, a
@@ -583,10 +701,18 @@ def per_example_loss(task, y, target):
   raise ValueError(f'unknown task {task!r}')
 
 
+def model_inputs(config, batch):
+  """steps.model_inputs: batch -> (inputs, masks); token ids for the text encoder."""
+  tokens = encoder_config(config) is not None
+  inputs = {m: batch[m] for m in config.modalities if not (tokens and m == REFERENCE)}
+  if tokens:
+    inputs[REFERENCE], inputs[f'{REFERENCE}_segments'] = batch['text_ids'], batch['text_segments']
+  return inputs, {m: batch[f'{m}_mask'] for m in config.modalities}
+
+
 def loss_fn(config, model, batch):
   """Masked mean of the main task loss over valid examples (aux heads as in train_lib)."""
-  inputs = {m: batch[m] for m in config.modalities}
-  masks = {m: batch[f'{m}_mask'] for m in config.modalities}
+  inputs, masks = model_inputs(config, batch)
   outputs, _ = model(inputs, masks)
   target, valid = batch[config.target_key], batch['valid'].float()
   masked_mean = lambda v: (v * valid).sum() / valid.sum().clamp(min=1.0)
@@ -599,6 +725,44 @@ def loss_fn(config, model, batch):
   if aux and config.aux_loss_weight:
     loss = loss + config.aux_loss_weight * sum(aux) / len(aux)
   return loss
+
+
+def encoder_depth(name: str) -> int | None:
+  """text_encoder.param_labels' depth of a torch parameter name: 0 for the embeddings, i + 1
+  for layer_i, None outside the encoder."""
+  parts = name.split('.')
+  if parts[0] != 'text_encoder':
+    return None
+  return 0 if parts[1] == 'embeddings' else int(parts[1].split('_')[1]) + 1
+
+
+def param_groups(config, model) -> list[dict]:
+  """AdamW groups of steps.optimizer: the rest at lr / weight_decay; with a text encoder, its
+  leaves at text_encoder_lr, decayed by text_encoder_weight_decay except biases and LayerNorm
+  weights (text_encoder.decay_mask), and the frozen ones (embeddings and the
+  text_encoder_frozen_layers lowest layers) set requires_grad=False and left out."""
+  o = config.optimizer
+  other, decayed, spared = [], [], []
+  frozen = o.get('text_encoder_frozen_layers', 0)
+  for name, p in model.named_parameters():
+    depth = encoder_depth(name)
+    if depth is None:
+      other.append(p)
+    elif frozen > 0 and depth <= frozen:
+      p.requires_grad_(False)
+    elif name.endswith('.bias') or isinstance(
+      model.get_submodule(name.rsplit('.', 1)[0]), nn.LayerNorm
+    ):
+      spared.append(p)
+    else:
+      decayed.append(p)
+  groups = [{'params': other, 'lr': o.lr, 'weight_decay': o.weight_decay}]
+  if encoder_config(config) is not None:
+    groups += [
+      {'params': decayed, 'lr': o.text_encoder_lr, 'weight_decay': o.text_encoder_weight_decay},
+      {'params': spared, 'lr': o.text_encoder_lr, 'weight_decay': 0.0},
+    ]
+  return [g for g in groups if g['params']]
 
 
 def make_optimizer(config, model, total_steps, steps_per_epoch):
@@ -614,7 +778,7 @@ def make_optimizer(config, model, total_steps, steps_per_epoch):
     return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
   opt = torch.optim.AdamW(
-    model.parameters(),
+    param_groups(config, model),
     lr=o.lr,
     betas=(o.b1, o.b2),
     eps=1e-8,
@@ -629,7 +793,8 @@ def train_step(config, model, opt, sched, batch):
   opt.zero_grad(set_to_none=True)
   loss = loss_fn(config, model, batch)
   loss.backward()
-  nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip_norm, foreach=True)
+  trained = [p for p in model.parameters() if p.requires_grad]
+  nn.utils.clip_grad_norm_(trained, config.optimizer.grad_clip_norm, foreach=True)
   opt.step()
   sched.step()
   return loss.detach()

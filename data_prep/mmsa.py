@@ -12,7 +12,11 @@ split a dict of arrays with N rows:
 Other keys (classification labels, annotations, ...) are ignored.
 
 Padding is cut: text keeps the first sum(attention mask) steps when `text_bert` is present (all
-L_t otherwise). In the unaligned pickle audio and vision keep their `*_lengths` steps; in the
+L_t otherwise). `text_bert` also gives each example's `text_ids` and `text_segments` (T_t,)
+int32 (rows 0 and 2, cut to the same steps: the token ids of MMSA's BERT tokenizer,
+bert-base-uncased WordPiece, whose vocabulary the bundled MiniLM shares), read by a run that
+fine-tunes its text encoder; without `text_bert` both are empty and a note says so. In the
+unaligned pickle audio and vision keep their `*_lengths` steps; in the
 aligned pickle all three modalities share the text's steps, so all three are cut to the text
 length. Non-finite feature values (MMSA audio holds -inf) become 0 and are counted; an example
 with a non-finite label is dropped and counted.
@@ -29,11 +33,12 @@ REQUIRED_KEYS = ('id', 'raw_text', 'text', 'audio', 'vision', 'regression_labels
 LENGTH_KEYS = ('audio_lengths', 'vision_lengths')
 
 
-def _text_lengths(part, text, ids, *, path, split) -> np.ndarray:
-  """(N,) text steps: sum of `text_bert` row 1 (attention mask) if present, else L_t."""
+def _text_lengths(part, text, ids, *, path, split) -> tuple[np.ndarray, np.ndarray | None]:
+  """(N,) text steps: sum of `text_bert` row 1 (attention mask) if present, else L_t; and the
+  validated `text_bert` (N, 3, L_t) or None."""
   num, steps = text.shape[:2]
   if 'text_bert' not in part:
-    return np.full(num, steps)
+    return np.full(num, steps), None
   bert = sources.check_array(
     part['text_bert'], rank=3, num=num, context=where(path, split, field='text_bert')
   )
@@ -42,16 +47,18 @@ def _text_lengths(part, text, ids, *, path, split) -> np.ndarray:
       f'{where(path, split, field="text_bert")}: expected shape '
       f'({num}, 3, {steps}), found {bert.shape}'
     )
-  return sources.check_lengths(
+  lengths = sources.check_lengths(
     bert[:, 1].sum(axis=1), steps, ids, path=path, split=split, field='text_bert'
   )
+  return lengths, bert
 
 
 def _split_arrays(part, *, path, split, dims, aligned):
   """Validated arrays of one split.
 
   Returns:
-    ids (N,), raw_text (N,), labels (N,), features {m: (N, L_m, D_m)}, lengths {m: (N,) int}.
+    ids (N,), raw_text (N,), labels (N,), features {m: (N, L_m, D_m)}, lengths {m: (N,) int},
+    text_bert (N, 3, L_t) or None.
   """
   required = REQUIRED_KEYS + (() if aligned else LENGTH_KEYS)
   sources.require_keys(part, required, where(path, split))
@@ -73,7 +80,7 @@ def _split_arrays(part, *, path, split, dims, aligned):
     num=num,
     context=where(path, split, field='regression_labels'),
   )
-  text_len = _text_lengths(part, features['text'], ids, path=path, split=split)
+  text_len, bert = _text_lengths(part, features['text'], ids, path=path, split=split)
   if aligned:
     steps = {m: features[m].shape[1] for m in MODALITIES}
     if len(set(steps.values())) != 1:
@@ -93,7 +100,7 @@ def _split_arrays(part, *, path, split, dims, aligned):
         split=split,
         field=f'{m}_lengths',
       )
-  return ids, raw_text, labels, features, lengths
+  return ids, raw_text, labels, features, lengths, bert
 
 
 def examples(
@@ -113,14 +120,21 @@ def examples(
 
   Returns:
     iterator of {'id', 'raw_text', 'text' (T_t, 768), 'audio' (T_a, D_a), 'vision' (T_v, D_v),
-    'regression'} with float32 features.
+    'regression', 'text_ids', 'text_segments' (T_t,) int32} with float32 features.
   """
   arrays = _split_arrays(part, path=path, split=split, dims=dims, aligned=aligned)
+  if arrays[-1] is None:
+    log.note(
+      'text_ids',
+      f'{path} split {split}: no text_bert, so text_ids / text_segments are empty (a run that '
+      'fine-tunes its text encoder cannot read this dataset)',
+    )
   return _generate(*arrays, path=path, split=split, log=log)
 
 
-def _generate(ids, raw_text, labels, features, lengths, *, path, split, log):
+def _generate(ids, raw_text, labels, features, lengths, bert, *, path, split, log):
   """Yields the examples of validated split arrays (see `_split_arrays`), padding cut."""
+  empty = np.zeros((0,), np.int32)
   for i, raw_id in enumerate(ids):
     example_id = sources.decode(raw_id)
     context = dict(log=log, path=path, split=split, example=example_id)
@@ -130,6 +144,9 @@ def _generate(ids, raw_text, labels, features, lengths, *, path, split, log):
     example = {'id': example_id, 'raw_text': sources.decode(raw_text[i]), 'regression': label}
     for m in MODALITIES:
       example[m] = sources.finite_features(features[m][i, : lengths[m][i]], field=m, **context)
+    steps = lengths['text'][i]
+    example['text_ids'] = empty if bert is None else bert[i, 0, :steps].astype(np.int32)
+    example['text_segments'] = empty if bert is None else bert[i, 2, :steps].astype(np.int32)
     yield example
 
 

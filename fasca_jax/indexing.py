@@ -19,6 +19,8 @@ Padded split arrays (`placement.padded_split`), N examples in stored order:
 
   m, for m in the modalities    float32 (N, L_m, D_m): the first L_m steps, zero-padded at the end
   m + '_len'                    int32 (N,): length before cropping
+  m + '_ids', m + '_segments'   int32 (N, L_m) instead of m for a token stream (a text encoder
+                                in the model, `input_pipeline.Dataset.tokens`)
   'regression', 'label'         the targets the dataset has: float32 (N,); int32 (N,) or (N, 4)
 
 `take` turns them and (B,) indices into the batch layout of `fasca_jax.input_pipeline`.
@@ -150,7 +152,7 @@ def take(arrays: dict, indices, valid=None, *, xp=jnp) -> dict:
       batch[name] = keep(take_rows(x))
     elif name.endswith('_len'):
       m = name[: -len('_len')]
-      length = arrays[m].shape[1]
+      length = (arrays[m] if m in arrays else arrays[m + '_ids']).shape[1]  # features or tokens
       batch[m + '_mask'] = keep(xp.arange(length)[None, :] < take_rows(x)[:, None])
     else:
       batch[name] = keep(take_rows(x))

@@ -8,6 +8,10 @@ A batch is a dict of NumPy arrays:
                                   steps, zero-padded at the end
   m + '_mask'                     bool (B, L_m), True on real steps
   m + '_len'                      int32 (B,), length before cropping (> L_m: truncated)
+  'text_ids', 'text_segments'     int32 (B, L_t) token ids and segment ids, in place of 'text'
+                                  when the model runs a text encoder (config.model.text_encoder
+                                  not 'features'); padded with 0; 'text_mask' is the attention
+                                  mask
   'regression', 'label',          those the dataset has: float32 (B,); int32 (B,) or (B, 4);
   'emotions'                      float32 (B, 6) (cmu_mosei/csd emotion intensities)
   'id'                            str (B,), host only: `to_global` leaves it (and m_len) out
@@ -45,6 +49,7 @@ from data_prep import registry
 from fasca_jax import errors
 from fasca_jax import indexing
 from fasca_jax import modalities
+from fasca_jax.models import text_encoder
 
 # Cast to these whatever is stored.
 TARGETS = {'regression': np.float32, 'label': np.int32, 'emotions': np.float32}
@@ -115,6 +120,7 @@ class Dataset:
     widths: modality -> D_m, as stored.
     targets: target field -> (shape as stored, dtype of the batch), for those the dataset has.
     num_workers: grain worker processes (0: read in this process).
+    tokens: the modalities read as token ids (`m_ids`, `m_segments`) instead of features.
   """
 
   name: str
@@ -123,6 +129,7 @@ class Dataset:
   widths: dict[str, int]
   targets: dict[str, tuple[tuple[int, ...], type]]
   num_workers: int = 0
+  tokens: tuple[str, ...] = ()
 
   def num_examples(self, split: str) -> int:
     return self.builder.info.splits[split].num_examples
@@ -159,14 +166,28 @@ def open_dataset(config: ml_collections.ConfigDict) -> Dataset:
 
   Raises:
     ConfigError: a modality of the config is not in the dataset, or its width differs from
-      config.dims.
+      config.dims; or the config runs a text encoder and the dataset stores no token ids.
   """
   builder = ensure_built(config)
   features = builder.info.features
   dataset = _name(config)
   dims = config.get('dims') or {}
   widths = {}
+  tokens = ('text',) if text_encoder.enabled(config) else ()
+  if tokens and 'text_ids' not in features:
+    raise errors.ConfigError(
+      f'config.model.text_encoder={config.model.text_encoder!r} reads token ids, but dataset '
+      f'{dataset} stores none (no text_ids field). Datasets with token ids: meld (every '
+      "config) and cmu_mosi / cmu_mosei 'mmsa_aligned' / 'mmsa_unaligned' (from MMSA's "
+      'text_bert); or use --config.model.text_encoder=features.'
+    )
+  if tokens:
+    _check_tokenizer(config, builder, dataset)
+  _check_extractors(config, builder, dataset)
   for m in config.modalities:
+    if m in tokens:
+      widths[m] = 0  # not read: the encoder's width is the model's business.
+      continue
     if m not in features:
       raise errors.ConfigError(
         f'Modality {m!r} of config.modalities is not in dataset {dataset} '
@@ -186,7 +207,56 @@ def open_dataset(config: ml_collections.ConfigDict) -> Dataset:
     max_len={m: int(config.max_len[m]) for m in config.modalities},
     targets={t: (tuple(features[t].shape), dtype) for t, dtype in TARGETS.items() if t in features},
     num_workers=config.get('num_workers', 0),
+    tokens=tokens,
   )
+
+
+def _check_extractors(config, builder: tfds.core.DatasetBuilder, dataset: str):
+  """Refuses a config whose `dataset.extractors` name other Route B extractors than the ones the
+  dataset's features come from (recorded as metadata['extractors'] by the MELD builder), since
+  predict.py extracts what the config names. Datasets that record none are not checked.
+
+  Raises:
+    ConfigError: naming the modality, both extractors and the config arg that matches.
+  """
+  recorded = dict(builder.info.metadata or {}).get('extractors') or {}
+  wanted = config.dataset.get('extractors') or {}
+  for m in config.modalities:
+    if m in recorded and m in wanted and recorded[m] != wanted[m]:
+      raise errors.ConfigError(
+        f'Dataset {dataset} holds {m} features of the {recorded[m]!r} extractor but '
+        f'config.dataset.extractors.{m}={wanted[m]!r}: set --config.dataset.extractors.{m}='
+        f'{recorded[m]} (the meld configs set it to match their dataset config), or build the '
+        f'dataset config with the {wanted[m]!r} extractor.'
+      )
+
+
+def _check_tokenizer(config, builder: tfds.core.DatasetBuilder, dataset: str):
+  """Refuses an encoder whose tokenizer maps tokens to other ids than the one the dataset was
+  tokenised with (recorded as metadata['text_tokenizer'] by the MELD builder; MMSA's text_bert
+  records none). An encoder directory without tokenizer files is not checked.
+
+  Raises:
+    ConfigError: the vocabularies differ; names both directories.
+  """
+  recorded = dict(builder.info.metadata or {}).get('text_tokenizer') or {}
+  if 'vocab_sha256' not in recorded:
+    return
+  from data_prep.features import text as text_lib  # pylint: disable=g-import-not-at-top
+
+  directory = text_encoder.model_dir(config.model.text_encoder)
+  try:
+    mine = text_lib.cached_tokenizer(directory).describe()
+  except (OSError, ValueError) as e:
+    logging.warning('Not checking the tokenizer of %s against %s: %s', directory, dataset, e)
+    return
+  if mine['vocab_sha256'] != recorded['vocab_sha256']:
+    raise errors.ConfigError(
+      f'config.model.text_encoder={config.model.text_encoder!r} ({directory}) has another '
+      f'vocabulary ({mine["vocab_size"]} tokens) than the tokenizer dataset {dataset} was '
+      f'tokenised with ({recorded["model_dir"]}, {recorded["vocab_size"]} tokens): rebuild the '
+      f'dataset with --text_model_dir={directory} (into another --data_dir) or use that encoder.'
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,16 +266,22 @@ class _ToExample(grain.transforms.Map):
   Attributes:
     max_len: modality -> L_m; its keys are the modalities kept.
     targets: target name -> (shape as stored in the dataset, dtype of the batch).
+    tokens: modalities read as token ids: `m_ids` and `m_segments` (T,) int32 in the record
+      (segments 0 when absent) -> (L_m,) int32 each, zero-padded.
   """
 
   max_len: dict[str, int]
   targets: dict[str, tuple[tuple[int, ...], type]]
+  tokens: tuple[str, ...] = ()
 
   def map(self, element: tuple[int, dict]) -> dict:
     index, record = element
     example_id = record['id'].decode()
     row = {'id': example_id, 'index': np.int32(index), 'valid': np.True_}
     for m, max_len in self.max_len.items():
+      if m in self.tokens:
+        self._tokens(row, record, m, max_len, example_id)
+        continue
       x = _finite(record[m], example_id, m)  # (T_m, D_m)
       keep = min(len(x), max_len)
       row[m] = np.zeros((max_len, x.shape[1]), np.float32)
@@ -216,10 +292,34 @@ class _ToExample(grain.transforms.Map):
       row[name] = _finite(record[name], example_id, name).astype(dtype)
     return row
 
+  @staticmethod
+  def _tokens(row: dict, record: dict, m: str, max_len: int, example_id: str):
+    """Fills row[m_ids], row[m_segments], row[m_mask], row[m_len] from the record's tokens."""
+    ids = np.asarray(record[f'{m}_ids'], np.int32)  # (T,)
+    if not len(ids):
+      raise ValueError(
+        f'Example {example_id!r} has no token ids ({m}_ids is empty): its dataset was built from '
+        'a source without them (an MMSA pickle without text_bert); use '
+        '--config.model.text_encoder=features.'
+      )
+    segments = np.asarray(record.get(f'{m}_segments', np.zeros_like(ids)), np.int32)
+    keep = min(len(ids), max_len)
+    for name, value in (('ids', ids), ('segments', segments)):
+      row[f'{m}_{name}'] = np.zeros((max_len,), np.int32)
+      row[f'{m}_{name}'][:keep] = value[:keep]
+    row[m + '_mask'] = np.arange(max_len) < keep
+    row[m + '_len'] = np.int32(len(ids))
+
   def blank(self, widths: dict[str, int]) -> dict:
     """A padding row: zeros, masks False, id '', index -1, valid False. widths: m -> D_m."""
     row = {'id': '', 'index': np.int32(-1), 'valid': np.False_}
     for m, max_len in self.max_len.items():
+      if m in self.tokens:
+        row[f'{m}_ids'] = np.zeros((max_len,), np.int32)
+        row[f'{m}_segments'] = np.zeros((max_len,), np.int32)
+        row[m + '_mask'] = np.zeros((max_len,), bool)
+        row[m + '_len'] = np.int32(0)
+        continue
       row[m] = np.zeros((max_len, widths[m]), np.float32)
       row[m + '_mask'] = np.zeros((max_len,), bool)
       row[m + '_len'] = np.int32(0)
@@ -305,7 +405,7 @@ def make_batches(
       f'Global batch size {global_batch_size} does not divide over {process_count} processes.'
     )
   batch_size = global_batch_size // process_count
-  to_example = _ToExample(max_len=dataset.max_len, targets=dataset.targets)
+  to_example = _ToExample(max_len=dataset.max_len, targets=dataset.targets, tokens=dataset.tokens)
   source = _Indexed(dataset.source(split))
   if train:
     order = indexing.HostOrder(seed, num_examples=len(source), global_batch_size=global_batch_size)
@@ -382,17 +482,24 @@ def _stack(rows: list[dict]) -> dict:
 
 
 def example_batch(
-  record: dict, *, max_len: dict[str, int], targets: dict | None = None, index: int = -1
+  record: dict,
+  *,
+  max_len: dict[str, int],
+  targets: dict | None = None,
+  index: int = -1,
+  tokens: tuple[str, ...] = (),
 ) -> dict:
   """One record as a batch of 1 in the batch layout, cropped and padded as training does.
 
   Args:
-    record: `id` (bytes) and modality -> (T_m, D_m), plus the `targets` fields.
+    record: `id` (bytes) and modality -> (T_m, D_m), plus the `targets` fields; for a modality
+      in `tokens`, `m_ids` and `m_segments` (T,) instead.
     max_len: modality -> L_m (`Dataset.max_len`).
     targets: `Dataset.targets`, to read the record's targets too.
     index: its position in its split, if any.
+    tokens: `Dataset.tokens`.
   """
-  to_example = _ToExample(max_len=dict(max_len), targets=targets or {})
+  to_example = _ToExample(max_len=dict(max_len), targets=targets or {}, tokens=tuple(tokens))
   return {k: np.asarray(v)[None] for k, v in to_example.map((index, record)).items()}
 
 
@@ -434,12 +541,14 @@ def split_summary(dataset: Dataset, split: str) -> SplitSummary:
         ids=f['ids'], lengths={k[len('len_') :]: f[k] for k in f.files if k.startswith('len_')}
       )
   features = dataset.builder.info.features
-  streams = [m for m in modalities.MODALITIES if m in features]
+  # A stream's length: its features' rows, or its token ids' count where only those are stored.
+  fields = {m: m if m in features else f'{m}_ids' for m in modalities.MODALITIES}
+  streams = [m for m, field in fields.items() if field in features]
   logging.info(
     'Reading the ids and lengths of %s/%s once (cached in %s).', dataset.name, split, path
   )
   ds = grain.MapDataset.source(dataset.source(split)).map(
-    lambda r: (r['id'].decode(), [len(r[m]) for m in streams])
+    lambda r: (r['id'].decode(), [len(r[fields[m]]) for m in streams])
   )
   rows = list(ds.to_iter_dataset(grain.ReadOptions(num_threads=8, prefetch_buffer_size=64)))
   summary = SplitSummary(

@@ -1,7 +1,12 @@
 """A trained run predicting on new media: Route B features of a clip, then the model.
 
-The run must have been trained on Route B features (data_prep/features: text from the local
-MiniLM encoder, 384-d; audio 46-d; vision 27-d), i.e. `configs/meld.py:multimodal` (or `:text`).
+The run must have been trained on Route B features (data_prep/features), e.g.
+`configs/meld.py:multimodal` (or `:text`, `:multimodal_egemaps_face`). The clip goes through the
+extractors the run was trained with, as its config records them (`config.dataset.extractors`:
+librosa audio 46-d or openSMILE eGeMAPS 25-d; whole-frame vision 27-d or face-centred 32-d; a
+config.json without the field means the defaults, librosa and whole-frame). Text is encoded by
+the local MiniLM encoder (384-d features), or, for a run that fine-tuned its text encoder
+(`config.model.text_encoder`), tokenised by that encoder's tokenizer, as the MELD builder does.
 Features go through the input pipeline's own crop/pad (config.max_len), and non-finite values are
 set to 0 as the MELD builder does.
 
@@ -24,15 +29,37 @@ from data_prep.features.media import MediaError
 from fasca_jax import config_io
 from fasca_jax import restored_run
 from fasca_jax import tasks
+from fasca_jax.models import text_encoder
 
 
 class InputError(ValueError):
   """A clip cannot be predicted with what was given (e.g. no text for a text-only run)."""
 
 
-def route_b_dims(text_model_dir: str | None = None) -> dict[str, int]:
-  """Widths of the features predict extracts: modality -> D."""
-  return {'text': text_lib.text_dim(text_model_dir), **extract.FEATURE_DIMS}
+def run_extractors(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """The Route B extractors a run was trained with: media modality -> name in
+  `extract.EXTRACTOR_SETS` (config.dataset.extractors; defaults for a config without it).
+
+  Raises:
+    InputError: an extractor name the config records is unknown.
+  """
+  recorded = config.dataset.get('extractors') or {}
+  try:
+    return extract.check_extractors({m: recorded[m] for m in recorded if recorded[m]})
+  except ValueError as e:
+    raise InputError(f'config.dataset.extractors: {e}') from e
+
+
+def route_b_dims(
+  text_model_dir: str | None = None, extractors: dict[str, str] | None = None
+) -> dict[str, int]:
+  """Widths of the features predict extracts with `extractors` (default: the default set):
+  modality -> D."""
+  extractors = extract.check_extractors(extractors or {})
+  return {
+    'text': text_lib.text_dim(text_model_dir),
+    **{m: extract.feature_dim(m, name) for m, name in extractors.items()},
+  }
 
 
 def check_config(config: ml_collections.ConfigDict, dims: dict[str, int], workdir: str):
@@ -41,15 +68,17 @@ def check_config(config: ml_collections.ConfigDict, dims: dict[str, int], workdi
   Raises:
     InputError: a modality width differs from `dims`.
   """
-  wrong = {m: int(config.dims[m]) for m in config.modalities if config.dims[m] != dims[m]}
+  reads = [m for m in config.modalities if not (m == 'text' and text_encoder.enabled(config))]
+  wrong = {m: int(config.dims[m]) for m in reads if config.dims[m] != dims[m]}
   if wrong:
     trained = ', '.join(f'{m} {config.dims[m]}' for m in config.modalities)
     extracted = ', '.join(f'{m} {d}' for m, d in dims.items())
     raise InputError(
       f'{workdir} was trained on features of widths {trained} '
       f'({config.dataset.name}/{config.dataset.config}), but predict.py extracts Route B '
-      f'features of widths {extracted}. Train a run on Route B features, e.g. '
-      f'`python train.py --config=configs/meld.py:multimodal --workdir=DIR` (or :text).'
+      f'features of widths {extracted} (extractors {run_extractors(config)}). Train a run on '
+      f'Route B features, e.g. `python train.py --config=configs/meld.py:multimodal '
+      f'--workdir=DIR` (or :text, :multimodal_egemaps_face).'
     )
 
 
@@ -81,7 +110,8 @@ class MediaPredictor:
   ):
     config = config if config is not None else config_io.load(workdir)
     self.text_model_dir = text_model_dir
-    check_config(config, route_b_dims(text_model_dir), workdir)
+    self.extractors = run_extractors(config)
+    check_config(config, route_b_dims(text_model_dir, self.extractors), workdir)
     self.run = restored_run.RestoredRun(workdir, config)
     self.config = config
     self.task = tasks.from_config(config)
@@ -91,15 +121,25 @@ class MediaPredictor:
     return tuple(m for m in self.config.modalities if m in extract.EXTRACTORS)
 
   def features(self, path: str, text: str) -> dict[str, np.ndarray]:
-    """Route B features of `path` (and `text`) for the run's modalities: m -> (T_m, D_m).
+    """Route B features of `path` (and `text`) for the run's modalities: m -> (T_m, D_m), by
+    the run's extractors; with a text encoder in the run, `text_ids` and `text_segments` (T,)
+    int32 from its tokenizer instead of `text`.
 
     Raises:
       MediaError: naming `path` when it is unreadable or lacks a needed stream.
     """
-    feats = {m: extract.EXTRACTORS[m](path) for m in self.media_modalities}  # as MELD's build
-    if 'text' in self.config.modalities:
+    feats = {  # as MELD's build
+      m: extract.EXTRACTOR_SETS[m][self.extractors[m]](path) for m in self.media_modalities
+    }
+    tokens = {}
+    if text_encoder.enabled(self.config):
+      directory = text_encoder.model_dir(self.config.model.text_encoder)
+      ((tokens['text_ids'], tokens['text_segments']),) = text_lib.cached_tokenizer(directory)(
+        [text]
+      )
+    elif 'text' in self.config.modalities:
       feats['text'] = text_lib.cached_encoder(self.text_model_dir).encode([text])[0]
-    return {m: meld.replace_nonfinite(x)[0] for m, x in feats.items()}
+    return {**{m: meld.replace_nonfinite(x)[0] for m, x in feats.items()}, **tokens}
 
   def predict(self, path: str, text: str = '') -> dict:
     """Prediction for one clip: {'file', 'id', 'text', 'steps', ...Task.describe()}.
@@ -111,13 +151,16 @@ class MediaPredictor:
       raise InputError(f'{path}: this run reads only text and no text was given')
     feats = self.features(path, text)
     clip_id = os.path.splitext(os.path.basename(path))[0]
-    for m, x in feats.items():
-      if len(x) > self.config.max_len[m]:
+    steps = {
+      m: len(feats[f'{m}_ids' if f'{m}_ids' in feats else m]) for m in self.config.modalities
+    }
+    for m, n in steps.items():
+      if n > self.config.max_len[m]:
         logging.warning(
           '%s: %s has %d steps; the model reads the first %d (config.max_len.%s).',
           path,
           m,
-          len(x),
+          n,
           self.config.max_len[m],
           m,
         )
@@ -127,7 +170,7 @@ class MediaPredictor:
       'file': os.fspath(path),
       'id': clip_id,
       'text': text,
-      'steps': {m: len(x) for m, x in feats.items()},
+      'steps': steps,
       **self.task.describe(host),
     }
 

@@ -54,7 +54,10 @@ SPLITS = ('train', 'validation', 'test')
 # --- the padded arrays --------------------------------------------------------------------------
 def padded_bytes(dataset: input_pipeline.Dataset, split: str) -> int:
   """Bytes of `split` as padded arrays (features, lengths, targets), from its shapes alone."""
-  per_example = sum(4 * (n * dataset.widths[m] + 1) for m, n in dataset.max_len.items())
+  per_example = sum(
+    4 * ((2 * n if m in dataset.tokens else n * dataset.widths[m]) + 1)
+    for m, n in dataset.max_len.items()
+  )
   per_example += sum(4 * math.prod(shape) for shape, _ in dataset.targets.values())
   return per_example * dataset.num_examples(split)
 
@@ -63,7 +66,10 @@ def padded_split(dataset: input_pipeline.Dataset, split: str) -> dict[str, np.nd
   """`split` as padded arrays (layout in `fasca_jax.indexing`), read memory-mapped from the
   cache (module docstring); the missing files are built first in one pass over the split."""
   directory = os.path.join(dataset.builder.data_dir, f'padded-{split}')
-  files = {m: f'{m}.{n}.npy' for m, n in dataset.max_len.items()}
+  files = {}
+  for m, n in dataset.max_len.items():  # a token stream: its ids and segment ids, (N, L) int32
+    names = (f'{m}_ids', f'{m}_segments') if m in dataset.tokens else (m,)
+    files.update({k: f'{k}.{n}.npy' for k in names})
   files.update({t: f'{t}.npy' for t in dataset.targets})
   missing = {k: f for k, f in files.items() if not os.path.isfile(os.path.join(directory, f))}
   if missing:
@@ -88,13 +94,14 @@ def _build(dataset: input_pipeline.Dataset, split: str, directory: str, files: d
   os.makedirs(directory, exist_ok=True)
   suffix = f'.tmp-{os.getpid()}.npy'
   out = {}
+  tokens = {f'{m}{suffix}': m for m in dataset.tokens for suffix in ('_ids', '_segments')}
   for k, name in files.items():
-    shape = (
-      (n, dataset.max_len[k], dataset.widths[k])
-      if k in dataset.max_len
-      else (n, *dataset.targets[k][0])
-    )
-    dtype = np.float32 if k in dataset.max_len else dataset.targets[k][1]
+    if k in tokens:
+      shape, dtype = (n, dataset.max_len[tokens[k]]), np.int32
+    elif k in dataset.max_len:
+      shape, dtype = (n, dataset.max_len[k], dataset.widths[k]), np.float32
+    else:
+      shape, dtype = (n, *dataset.targets[k][0]), dataset.targets[k][1]
     out[k] = np.lib.format.open_memmap(os.path.join(directory, name + suffix), 'w+', dtype, shape)
   batches = input_pipeline.make_batches(
     dataset, split, train=False, global_batch_size=64, seed=0, process_index=0, process_count=1
@@ -193,7 +200,10 @@ def batch_spec(
   shape = (*leading, global_batch_size)
   spec = {'valid': (shape, bool), 'index': (shape, np.int32)}
   for m, n in dataset.max_len.items():
-    spec[m] = ((*shape, n, dataset.widths[m]), np.float32)
+    if m in dataset.tokens:
+      spec[m + '_ids'] = spec[m + '_segments'] = ((*shape, n), np.int32)
+    else:
+      spec[m] = ((*shape, n, dataset.widths[m]), np.float32)
     spec[m + '_mask'] = ((*shape, n), bool)
   for t, (target_shape, dtype) in dataset.targets.items():
     spec[t] = ((*shape, *target_shape), dtype)

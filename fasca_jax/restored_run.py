@@ -9,7 +9,9 @@ from fasca_jax import checkpoints
 from fasca_jax import config_io
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
+from fasca_jax import steps
 from fasca_jax.models import fasca_net
+from fasca_jax.models import text_encoder
 
 
 class RestoredRun:
@@ -43,14 +45,19 @@ class RestoredRun:
     training does.
 
     Args:
-      features: modality -> (T_m, D_m) float32 features, for every modality of the config.
+      features: modality -> (T_m, D_m) float32 features, for every modality of the config; for
+        a run with a text encoder, 'text_ids' and 'text_segments' (T,) int instead of 'text'.
       example_id: its id.
 
     Returns:
-      m: (1, L_m, D_m) cropped / zero-padded to config.max_len, m_mask: (1, L_m), m_len: (1,).
+      m: (1, L_m, D_m) cropped / zero-padded to config.max_len, m_mask: (1, L_m), m_len: (1,)
+      (text_ids, text_segments: (1, L_t) with a text encoder).
     """
     max_len = {m: int(self.config.max_len[m]) for m in self.config.modalities}
-    return input_pipeline.example_batch({'id': example_id.encode(), **features}, max_len=max_len)
+    tokens = ('text',) if text_encoder.enabled(self.config) else ()
+    return input_pipeline.example_batch(
+      {'id': example_id.encode(), **features}, max_len=max_len, tokens=tokens
+    )
 
   def find(self, split: str, example_id: str) -> dict:
     """The example `example_id` of `split` ('train', 'valid' or 'test') as a batch of 1.
@@ -71,11 +78,10 @@ class RestoredRun:
     index = int(where[0])
     record = dataset.source(evaluation.SPLITS[split])[index]
     return input_pipeline.example_batch(
-      record, max_len=dataset.max_len, targets=dataset.targets, index=index
+      record, max_len=dataset.max_len, targets=dataset.targets, index=index, tokens=dataset.tokens
     )
 
   def apply(self, batch: dict):
     """Forward pass (no dropout) -> (outputs, intermediates) as NumPy, see FascaNet."""
-    inputs = {m: batch[m] for m in self.config.modalities}
-    masks = {m: batch[f'{m}_mask'] for m in self.config.modalities}
+    inputs, masks = steps.model_inputs(self.config, batch)
     return jax.device_get(self._apply(self.params, inputs, masks))

@@ -34,6 +34,7 @@ from fasca_jax import indexing
 from fasca_jax import perturbations
 from fasca_jax import tasks
 from fasca_jax.models import fasca_net
+from fasca_jax.models import text_encoder
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -64,33 +65,67 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: int):
 def optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
   """Global-norm clipping, then AdamW following `schedule`.
 
+  With a text encoder in the model (`text_encoder.enabled`), its parameters form their own
+  groups (`optax.multi_transform` over `text_encoder.param_labels`), as MMSA's BERT models
+  (Self-MM's `learning_rate_bert` / `weight_decay_bert`) do: AdamW at
+  `optimizer.text_encoder_lr` (the same warm-up + cosine shape as `schedule`, scaled), weight
+  decay `optimizer.text_encoder_weight_decay` on all but biases and LayerNorm scales; with
+  `optimizer.text_encoder_frozen_layers` = k > 0 the embeddings and the k lowest layers (all of
+  the encoder when k >= its layer count, MMSA's `use_finetune=False`) get no update, and their
+  gradients are zeroed before clipping, as PyTorch's `requires_grad=False` leaves them out of
+  `clip_grad_norm_`.
+
   The state's structure does not depend on the schedule, so any schedule (e.g.
   `optax.constant_schedule`) gives the shapes of a training run's optimizer state.
   """
   o = config.optimizer
+  clip = optax.clip_by_global_norm(o.grad_clip_norm)
+  main = optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  if not text_encoder.enabled(config):
+    return optax.chain(clip, main)
+  if o.lr <= 0:
+    raise ValueError(f"config.optimizer.lr={o.lr}: the text encoder's rate is scaled from it.")
+  ratio = o.text_encoder_lr / o.lr
+  labels = lambda params: text_encoder.param_labels(params, o.text_encoder_frozen_layers)
+  frozen = lambda params: jax.tree.map(lambda label: label == 'frozen', labels(params))
+  encoder = optax.adamw(
+    lambda step: schedule(step) * ratio,
+    b1=o.b1,
+    b2=o.b2,
+    weight_decay=o.text_encoder_weight_decay,
+    mask=text_encoder.decay_mask,
+  )
   return optax.chain(
-    optax.clip_by_global_norm(o.grad_clip_norm),
-    optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay),
+    optax.masked(optax.set_to_zero(), frozen),
+    clip,
+    optax.multi_transform(
+      {'other': main, 'encoder': encoder, 'frozen': optax.set_to_zero()}, labels
+    ),
   )
 
 
 def model_inputs(config, batch):
-  """batch -> (inputs, masks): modality -> (B, T_m, D_m) and modality -> (B, T_m) bool."""
-  return (
-    {m: batch[m] for m in config.modalities},
-    {m: batch[f'{m}_mask'] for m in config.modalities},
-  )
+  """batch -> (inputs, masks): modality -> (B, T_m, D_m) and modality -> (B, T_m) bool.
+
+  With a text encoder, inputs['text'] is batch['text_ids'] (B, T_t) int32 and
+  inputs['text_segments'] batch['text_segments'].
+  """
+  tokens = text_encoder.enabled(config)
+  inputs = {m: batch[m] for m in config.modalities if not (tokens and m == 'text')}
+  if tokens:
+    inputs['text'], inputs['text_segments'] = batch['text_ids'], batch['text_segments']
+  return inputs, {m: batch[f'{m}_mask'] for m in config.modalities}
 
 
 def dummy_batch(config, batch_size: int):
   """Zero inputs with the configured shapes, for initialisation."""
-  return (
-    {
-      m: np.zeros((batch_size, config.max_len[m], config.dims[m]), np.float32)
-      for m in config.modalities
-    },
-    {m: np.ones((batch_size, config.max_len[m]), bool) for m in config.modalities},
-  )
+  inputs = {
+    m: np.zeros((batch_size, config.max_len[m], config.dims[m]), np.float32)
+    for m in config.modalities
+  }
+  if text_encoder.enabled(config):
+    inputs['text'] = np.zeros((batch_size, config.max_len.text), np.int32)
+  return inputs, {m: np.ones((batch_size, config.max_len[m]), bool) for m in config.modalities}
 
 
 def init_state(model, tx, config, seed) -> TrainState:
@@ -300,8 +335,15 @@ class JittedSteps:
     self._compiled = {}
 
   def init(self, seed: int) -> TrainState:
-    """Fresh state for `seed`; compiled once for all seeds."""
-    return self.program('init', np.int32(seed))(np.int32(seed))
+    """Fresh state for `seed`; compiled once for all seeds. A text encoder starts from its
+    pretrained weights (`text_encoder.with_pretrained`; AdamW's initial state does not depend
+    on the parameter values)."""
+    state = self.program('init', np.int32(seed))(np.int32(seed))
+    if text_encoder.enabled(self.config):
+      state = state.replace(
+        params=text_encoder.with_pretrained(state.params, self.config.model.text_encoder)
+      )
+    return state
 
   def stack(self, states):
     """S states (or parameters) of the seeds of a group -> one with a leading axis of S,

@@ -35,6 +35,13 @@ def test_case_configs_have_mosei_shapes():
     assert batch['audio'].shape == (3, lengths[1], 74)
     assert batch['audio_mask'].shape == (3, lengths[1])
     assert batch['text_mask'].any(1).all() and not batch['audio_mask'].all()
+  config = train_step.case_config('aligned', 32, 'minilm')
+  assert config.dims.text == 384 and config.model.text_encoder == 'minilm'
+  batch = train_step.random_batch(config, 3)
+  assert 'text' not in batch and batch['text_ids'].shape == batch['text_segments'].shape == (3, 50)
+  assert (batch['text_ids'][~batch['text_mask']] == 0).all()
+  assert (batch['text_ids'][batch['text_mask']] >= 1000).all() and batch['text_ids'].max() < 30522
+  assert train_step.parse_args(['--quick', '--text_encoder=minilm']).text_encoder == 'minilm'
 
 
 def test_pipeline_dataset_is_mosei_shaped(tmp_path, monkeypatch):

@@ -67,6 +67,7 @@ def _mmsa_split(rng, split, n, *, aligned, dims, expected, id_dtype):
     text[i, length:] = 0
     text_bert[i, 0, :length] = rng.integers(100, 30000, length)
     text_bert[i, 1, :length] = 1
+    text_bert[i, 2, :length] = rng.integers(0, 2, length)  # segment ids reach the dataset too.
   audio = rng.standard_normal((n, steps[1], dims['audio'])).astype(np.float32)
   audio[:, :3, 0] = -np.inf  # Inside every sequence: repaired and counted.
   audio[:, -1, :] = -np.inf  # Padding: cut, not counted.
@@ -100,6 +101,8 @@ def _mmsa_split(rng, split, n, *, aligned, dims, expected, id_dtype):
       'id': f'vid{split}{i // 2}$_$clip{i}',
       'raw_text': raw_text[i],
       'regression': labels[i],
+      'text_ids': text_bert[i, 0, : text_len[i]].astype(np.int32),  # text_bert rows 0 and 2
+      'text_segments': text_bert[i, 2, : text_len[i]].astype(np.int32),
     }
     expected.examples[tfds_split].append(
       expected.features(
@@ -439,7 +442,7 @@ def test_build_cli(tmp_path):
   for _ in range(2):  # Built, then reused: the same summary.
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()
-    header = f'cmu_mosi/mmsa_aligned 1.1.0 at {tmp_path}/out/cmu_mosi/mmsa_aligned/1.1.0'
+    header = f'cmu_mosi/mmsa_aligned 1.2.0 at {tmp_path}/out/cmu_mosi/mmsa_aligned/1.2.0'
     lines = lines[lines.index(header) :]  # After TFDS's own messages.
     assert lines[1:5] == [
       '  train: 3 examples',

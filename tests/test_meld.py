@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import meld as meld_configs
 from data_prep import meld, sources
-from data_prep.features import audio, synthetic, text, vision
+from data_prep.features import audio, egemaps, face, synthetic, text, vision
+from fasca_jax import errors, input_pipeline
 
 REAL_MELD = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'meld'
 HEADER = (
@@ -156,6 +158,15 @@ def test_build_text_config(tmp_path, encoder):
       want = encoder.encode([raw_text])[0]
       assert example['text'].shape == want.shape == (len(encoder.tokenize([raw_text])[0]), 384)
       np.testing.assert_allclose(example['text'], want, atol=1e-5)
+      # Build-time tokens: the encoder's own ids, one per feature row ([CLS] first, [SEP] last).
+      np.testing.assert_array_equal(example['text_ids'], encoder.tokenize([raw_text])[0])
+      assert example['text_ids'][0] == 101 and example['text_ids'][-1] == 102
+      np.testing.assert_array_equal(example['text_segments'], np.zeros_like(example['text_ids']))
+  assert features['text_ids'].np_dtype == features['text_segments'].np_dtype == np.int32
+  metadata = dict(builder.info.metadata)
+  assert metadata['extractors'] == {}
+  recorded = metadata['text_tokenizer']
+  assert recorded == text.cached_tokenizer().describe() and recorded['vocab_size'] == 30522
   summary = builder.repair_summary()
   assert summary['train']['c1_repaired'] == ['dia0_utt1']
   assert {s: summary[s]['examples'] for s in EXPECTED} == {'train': 3, 'validation': 2, 'test': 3}
@@ -164,6 +175,70 @@ def test_build_text_config(tmp_path, encoder):
   csvs = [name for name, _ in meld.SPLIT_FILES.values()]
   want = {name: sources.file_digest(manual / name) for name in csvs}
   assert log.sources == want and dict(builder.info.metadata)['sources'] == want
+
+
+def test_build_text_tokens_config_and_open_it(tmp_path):
+  """text_tokens: the token ids alone (no `text` features, no encoder run); configs/meld.py:
+  text_finetune opens it (lengths counted from the ids); a frozen-feature config cannot."""
+  manual = tmp_path / 'manual'
+  _write_csvs(manual)
+  builder = meld.Meld(config='text_tokens', data_dir=tmp_path / 'data')
+  _build(builder, manual)
+  features = builder.info.features
+  assert 'text' not in features and features['text_ids'].np_dtype == np.int32
+  tokenizer = text.cached_tokenizer()
+  for split, expected in EXPECTED.items():
+    examples = _read(builder, split)
+    assert [e['id'].decode() for e in examples] == [uid for uid, *_ in expected]
+    for example, (_, raw_text, *_) in zip(examples, expected):
+      ((ids, segments),) = tokenizer([raw_text])
+      np.testing.assert_array_equal(example['text_ids'], ids)
+      np.testing.assert_array_equal(example['text_segments'], segments)
+  assert dict(builder.info.metadata)['text_tokenizer'] == tokenizer.describe()
+  config = meld_configs.get_config('text_finetune')
+  assert (config.dataset.config, config.model.text_encoder) == ('text_tokens', 'minilm')
+  config.data_dir = str(tmp_path / 'data')
+  dataset = input_pipeline.open_dataset(config)
+  assert dataset.tokens == ('text',) and dataset.widths == {'text': 0}
+  summary = input_pipeline.split_summary(dataset, 'train')
+  np.testing.assert_array_equal(
+    summary.lengths['text'], [len(tokenizer([t])[0][0]) for _, t, *_ in EXPECTED['train']]
+  )
+  config.model.text_encoder = 'features'  # frozen features: this dataset has none
+  with pytest.raises(errors.ConfigError, match=r"Modality 'text' of config.modalities is not in"):
+    input_pipeline.open_dataset(config)
+
+
+@pytest.mark.parametrize('placement', ['device', 'stream'])
+def test_train_a_text_encoder_on_text_tokens(tmp_path, placement):
+  """train.py's loop (train_lib) with a tiny random BERT (MiniLM's tokenizer) fine-tuned on the
+  text_tokens build: the padded split arrays ('device') and the streamed batches carry the
+  token ids; both placements give the same results, and the encoder's weights moved."""
+  import text_encoder_fixtures  # pylint: disable=g-import-not-at-top
+
+  from fasca_jax import checkpoints, train_lib  # pylint: disable=g-import-not-at-top
+  from fasca_jax.models import text_encoder  # pylint: disable=g-import-not-at-top
+
+  manual = tmp_path / 'manual'
+  _write_csvs(manual)
+  _build(meld.Meld(config='text_tokens', data_dir=tmp_path / 'data'), manual)
+  config = meld_configs.get_config('text_finetune')
+  config.data_dir = str(tmp_path / 'data')
+  config.model.text_encoder = text_encoder_fixtures.tiny_bert_dir(tmp_path / 'bert', layers=1)
+  config.dims.text, config.max_len.text = 32, 16
+  config.model.update(d_model=16, num_heads=2, head_hidden=16, dropout=0.0)
+  config.update(batch_size=2, num_epochs=2, data_placement=placement)
+  results = {}
+  for mode in (placement, 'host'):
+    config.data_placement = mode
+    workdir = str(tmp_path / mode)
+    results[mode] = train_lib.train_and_evaluate(config, workdir)
+    assert np.isfinite(results[mode]['test']['loss'])
+  assert results[placement]['valid'] == pytest.approx(results['host']['valid'], rel=1e-5)
+  trained = checkpoints.restore_best(config, workdir).state.params[text_encoder.NAME]
+  start = text_encoder.load_pretrained(config.model.text_encoder)
+  moved = np.abs(trained['layer_0']['ffn_up']['kernel'] - start['layer_0']['ffn_up']['kernel'])
+  assert moved.max() > 0
 
 
 def test_build_multimodal_config(tmp_path, encoder):
@@ -204,6 +279,47 @@ def test_build_multimodal_config(tmp_path, encoder):
       np.testing.assert_allclose(tone, _tone_hz(split, index), rtol=0.02)
       np.testing.assert_allclose(example['text'], encoder.encode([raw_text])[0], atol=1e-5)
       assert (manual / 'feature_cache' / split / 'audio' / f'{uid}.npy').is_file()
+
+
+def test_build_with_the_field_extractors(tmp_path, encoder):
+  """multimodal_egemaps_face: eGeMAPS LLDs and face-centred vision; the fixture clips have no
+  face, so every sampled frame falls back to the whole frame and is counted."""
+  manual = tmp_path / 'manual'
+  _write_csvs(manual)
+  for split, expected in EXPECTED.items():
+    clip_dir = manual / meld.SPLIT_FILES[split][1]
+    clip_dir.mkdir()
+    for index, (uid, *_) in enumerate(expected):
+      synthetic.write_clip(clip_dir / f'{uid}.mp4', 1.0, tone_hz=_tone_hz(split, index))
+  builder = meld.Meld(config='multimodal_egemaps_face', data_dir=tmp_path / 'data', num_workers=0)
+  _build(builder, manual)
+  features = builder.info.features
+  assert features['audio'].shape == (None, egemaps.EGEMAPS_DIM)
+  assert features['vision'].shape == (None, face.FACE_DIM)
+  assert dict(builder.info.metadata)['extractors'] == {'audio': 'egemaps', 'vision': 'face'}
+  for split in EXPECTED:
+    for index, example in enumerate(_read(builder, split)):
+      clip = manual / meld.SPLIT_FILES[split][1] / f'{example["id"].decode()}.mp4'
+      np.testing.assert_array_equal(example['audio'], egemaps.egemaps_features(clip))
+      np.testing.assert_array_equal(example['vision'], face.face_features(clip))
+      tone = np.median(egemaps.pitch_hz(example['audio'])[10:-10])
+      np.testing.assert_allclose(tone, _tone_hz(split, index), rtol=0.02)
+      assert (example['vision'][:, 0] == 0).all()  # no face in the fixture clips
+      cached = manual / 'feature_cache' / split / 'vision_face' / f'{example["id"].decode()}.npy'
+      assert cached.is_file()
+  summary = builder.repair_summary()
+  assert summary['train']['no_face'] == {uid: (5, 5) for uid, *_ in EXPECTED['train']}
+  log = sources.RepairLog.read(pathlib.Path(builder.data_dir) / sources.REPAIRS_FILE)
+  assert log.counts()[('train', 'vision', 'no_face_whole_frame')] == 15  # 3 clips x 5 frames
+  # The run config of the same name reads it; one naming other extractors is refused.
+  config = meld_configs.get_config('multimodal_egemaps_face')
+  config.data_dir = str(tmp_path / 'data')
+  dataset = input_pipeline.open_dataset(config)
+  assert dataset.widths == {'text': 384, 'audio': 25, 'vision': 32}
+  config.dataset.extractors.vision = 'frame'
+  config.dims.vision = 32
+  with pytest.raises(errors.ConfigError, match=r"holds vision features of the 'face' extractor"):
+    input_pipeline.open_dataset(config)
 
 
 def test_build_from_user_features_only(tmp_path):

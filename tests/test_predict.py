@@ -173,3 +173,62 @@ def test_describe_regression_and_text_only_runs(tmp_path):
   save_initial_run(text_run, str(tmp_path))
   with pytest.raises(media_prediction.InputError, match='reads only text and no text was given'):
     media_prediction.MediaPredictor(str(tmp_path)).predict('any.mp4', '')
+
+
+def test_predict_uses_the_extractors_and_text_encoder_the_run_was_trained_with(clip_dir, tmp_path):
+  """A run of configs/meld.py:multimodal_egemaps_face that fine-tuned its text encoder (a tiny
+  random BERT with MiniLM's tokenizer): predict extracts eGeMAPS audio and face-centred vision
+  (its config.dataset.extractors) and feeds the tokenizer's ids, not MiniLM features."""
+  import text_encoder_fixtures  # pylint: disable=g-import-not-at-top
+
+  from data_prep.features import egemaps, face  # pylint: disable=g-import-not-at-top
+
+  config = meld.get_config('multimodal_egemaps_face')
+  tiny = tiny_meld_config()
+  config.max_len, config.model = tiny.max_len, tiny.model
+  config.model.text_encoder = text_encoder_fixtures.tiny_bert_dir(tmp_path / 'bert', layers=1)
+  assert dict(config.dataset.extractors) == {'audio': 'egemaps', 'vision': 'face'}
+  assert (config.dims.audio, config.dims.vision) == (25, 32)
+  workdir = str(tmp_path / 'run')
+  save_initial_run(config, workdir, perturb=0.02)
+  predictor = media_prediction.MediaPredictor(workdir)
+  assert predictor.extractors == {'audio': 'egemaps', 'vision': 'face'}
+  path = str(clip_dir / 'a_tone.mp4')
+  result = predictor.predict(path, SAID)
+  _check_probabilities(result)
+  ids, segments = text.cached_tokenizer(config.model.text_encoder)([SAID])[0]
+  feats = {'audio': egemaps.egemaps_features(path), 'vision': face.face_features(path)}
+  assert result['steps'] == {'text': len(ids), 'audio': len(feats['audio']), 'vision': 5}
+  batch = {}
+  for m in ('audio', 'vision'):
+    keep = min(len(feats[m]), config.max_len[m])
+    batch[m] = np.zeros((1, config.max_len[m], config.dims[m]), np.float32)
+    batch[m][0, :keep] = feats[m][:keep]
+    batch[f'{m}_mask'] = np.arange(config.max_len[m])[None] < keep
+  length = config.max_len.text
+  keep = min(len(ids), length)
+  batch['text_ids'] = np.zeros((1, length), np.int32)
+  batch['text_ids'][0, :keep] = ids[:keep]
+  batch['text_segments'] = np.zeros((1, length), np.int32)
+  batch['text_mask'] = np.arange(length)[None] < keep
+  logits = np.asarray(predictor.run.apply(batch)[0]['main'][0])
+  expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+  np.testing.assert_allclose(list(result['probabilities'].values()), expected, atol=1e-5)
+  # The default extractors give other features, so other probabilities.
+  config.dataset.extractors.audio, config.dataset.extractors.vision = 'librosa', 'frame'
+  config.dims.audio, config.dims.vision = 46, 27
+  other = str(tmp_path / 'other')
+  save_initial_run(config, other, perturb=0.02)
+  default_run = media_prediction.MediaPredictor(other)
+  assert default_run.extractors == {'audio': 'librosa', 'vision': 'frame'}
+  assert default_run.predict(path, SAID)['steps']['audio'] == len(audio.audio_features(path))
+
+
+def test_run_without_recorded_extractors_uses_the_defaults_and_unknown_is_named(tmp_path):
+  config = tiny_meld_config()
+  del config.dataset['extractors']  # a config.json written before the field existed
+  assert media_prediction.run_extractors(config) == {'audio': 'librosa', 'vision': 'frame'}
+  config = tiny_meld_config()
+  config.dataset.extractors.audio = 'praat'
+  with pytest.raises(media_prediction.InputError, match=r"Unknown audio extractor 'praat'"):
+    media_prediction.run_extractors(config)

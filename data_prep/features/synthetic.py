@@ -1,4 +1,5 @@
-"""Synthetic clips for smoke tests: a sine tone and a (moving or still) bright square, via PyAV."""
+"""Synthetic clips for smoke tests: a sine tone and a (moving or still) bright square, or given
+frames, via PyAV."""
 
 import os
 
@@ -37,6 +38,7 @@ def write_clip(
   size: tuple[int, int] = (48, 64),
   fps: int = 25,
   sample_rate: int = 44_100,
+  frames: np.ndarray | None = None,
 ) -> None:
   """Encodes an .mp4 (H.264 + AAC) test clip.
 
@@ -48,14 +50,16 @@ def write_clip(
     size: (height, width) of the video, both even.
     fps: video frame rate.
     sample_rate: audio sample rate (resampled to 16 kHz by the extractor).
+    frames: (N, H, W, 3) uint8 RGB frames to write instead of the square (`moving` is then only
+      None or not; `size` is ignored; H and W even).
   """
   with av.open(os.fspath(path), mode='w') as container:
     streams = []  # every stream must exist before the first packet is muxed
     if moving is not None:
       video = container.add_stream('libx264', rate=fps)
-      video.height, video.width = size
+      rgb = square_frames(round(duration * fps), *size, moving=moving) if frames is None else frames
+      video.height, video.width = rgb.shape[1:3]
       video.pix_fmt = 'yuv420p'
-      rgb = square_frames(round(duration * fps), *size, moving=moving)
       streams.append((video, [av.VideoFrame.from_ndarray(f, format='rgb24') for f in rgb]))
     if tone_hz is not None:
       audio = container.add_stream('aac', rate=sample_rate, layout='mono')

@@ -9,7 +9,9 @@ ELECTRA, DistilBERT, ... checkpoints work the same way).
 """
 
 import functools
+import hashlib
 import importlib.resources
+import json
 import importlib.util
 import logging
 import pathlib
@@ -57,6 +59,50 @@ def text_dim(model_dir: str | pathlib.Path | None = None) -> int:
   model_dir = model_dir or default_model_dir()
   config = transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True)
   return config.hidden_size
+
+
+class Tokenizer:
+  """The tokenizer of a local checkpoint, as the encoder and fine-tuning read it.
+
+  Attributes:
+    model_dir: the checkpoint directory.
+    max_length: longest token sequence kept (longer texts are truncated, [SEP] kept last):
+      min(the tokenizer's model_max_length, the model's max_position_embeddings).
+  """
+
+  def __init__(self, model_dir: str | pathlib.Path | None = None):
+    self.model_dir = pathlib.Path(model_dir or default_model_dir())
+    local = dict(local_files_only=True)
+    self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir, **local)
+    config = transformers.AutoConfig.from_pretrained(self.model_dir, **local)
+    self.max_length = min(self.tokenizer.model_max_length, config.max_position_embeddings)
+
+  def __call__(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ids, segment ids) per text, each (T_i,) int32, with the model's special tokens."""
+    enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+    segments = enc.get('token_type_ids') or [[0] * len(ids) for ids in enc['input_ids']]
+    return [
+      (np.asarray(ids, np.int32), np.asarray(seg, np.int32))
+      for ids, seg in zip(enc['input_ids'], segments)
+    ]
+
+  def describe(self) -> dict:
+    """What identifies the token ids it makes: the directory, the vocabulary's size and the
+    SHA-256 of its token -> id map (JSON, sorted), so a run can check that its encoder reads
+    the ids a dataset was tokenised with."""
+    vocab = self.tokenizer.get_vocab()
+    digest = hashlib.sha256(json.dumps(vocab, sort_keys=True).encode()).hexdigest()
+    return {'model_dir': str(self.model_dir), 'vocab_size': len(vocab), 'vocab_sha256': digest}
+
+
+@functools.cache
+def _cached_tokenizer(model_dir: str) -> Tokenizer:
+  return Tokenizer(model_dir)
+
+
+def cached_tokenizer(model_dir: str | pathlib.Path | None = None) -> Tokenizer:
+  """A shared Tokenizer per resolved directory in this process."""
+  return _cached_tokenizer(str(pathlib.Path(model_dir or default_model_dir()).resolve()))
 
 
 def _pow2(size: int) -> int:

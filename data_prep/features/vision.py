@@ -18,6 +18,7 @@ Columns (`VISION_COLUMNS`, VISION_DIM = 27):
 
 import math
 import os
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -43,11 +44,19 @@ def _to_thumb(frame: av.VideoFrame) -> np.ndarray:
   return rgb.astype(np.float32) / 255.0
 
 
-def sample_frames(path: str | os.PathLike) -> np.ndarray:
+def sample_frames(
+  path: str | os.PathLike, convert: Callable[[av.VideoFrame], np.ndarray] = _to_thumb
+) -> np.ndarray:
   """Decodes the first video stream and samples it at FPS.
 
+  Args:
+    path: the media file.
+    convert: each sampled frame -> an array (default `_to_thumb`); called once per distinct
+      frame on screen at a sample time.
+
   Returns:
-    (T, THUMB, THUMB, 3) float32 RGB in [0, 1], T = ceil(duration * FPS) >= 1.
+    (T, ...) the converted samples stacked, T = ceil(duration * FPS) >= 1; by default
+    (T, THUMB, THUMB, 3) float32 RGB in [0, 1].
   Raises:
     MediaError: unreadable file, no video stream, or a stream without frames.
   """
@@ -61,14 +70,14 @@ def sample_frames(path: str | os.PathLike) -> np.ndarray:
       start = frame_time if start is None else start
       time = frame_time - start
       while shown is not None and step / FPS < time:  # sample times before this frame see `shown`
-        shown_thumb = _to_thumb(shown) if shown_thumb is None else shown_thumb
+        shown_thumb = convert(shown) if shown_thumb is None else shown_thumb
         thumbs.append(shown_thumb)
         step += 1
       shown, shown_thumb = frame, None
     if shown is None:
       raise MediaError(f'{os.fspath(path)}: video stream holds no frames')
     end = time + 1.0 / frame_rate  # the last frame stays on screen for one frame period
-    last = _to_thumb(shown) if shown_thumb is None else shown_thumb
+    last = convert(shown) if shown_thumb is None else shown_thumb
     total = max(1, math.ceil(end * FPS - 1e-6))  # samples strictly before `end`
     thumbs.extend([last] * (total - step))
   return np.stack(thumbs)

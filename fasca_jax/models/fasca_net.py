@@ -11,6 +11,7 @@ from fasca_jax import tasks
 from fasca_jax.models import alignment
 from fasca_jax.models import fusion
 from fasca_jax.models import heads
+from fasca_jax.models import text_encoder as text_encoder_lib
 
 
 class FascaNet(nn.Module):
@@ -19,6 +20,8 @@ class FascaNet(nn.Module):
   Attributes mirror `config.model` (see configs/default.py), so `build` passes it as keywords;
   `modalities` fixes which streams are built, `align_pairs` which partners are aligned to text
   (only those present), `task` and `num_classes` the head (`fasca_jax.tasks`).
+  `text_encoder` is 'features' (the text stream is the dataset's features) or a BERT-family
+  checkpoint (`fasca_jax.models.text_encoder`) run on token ids inside the model.
   """
 
   modalities: Sequence[str]
@@ -41,6 +44,7 @@ class FascaNet(nn.Module):
   deform_method: str = 'auto'
   head_hidden: int = 256
   aux_heads: bool = False
+  text_encoder: str = text_encoder_lib.FEATURES
   dtype: Dtype = jnp.float32
 
   def pairs(self) -> tuple[str, ...]:
@@ -52,8 +56,10 @@ class FascaNet(nn.Module):
     """Runs the model.
 
     Args:
-      inputs: modality -> (B, T_m, D_m) float features (every name in `modalities`).
-      masks: modality -> (B, T_m) bool, True on real steps.
+      inputs: modality -> (B, T_m, D_m) float features (every name in `modalities`). With a
+        text encoder, inputs['text'] is (B, T_t) int token ids instead and the optional
+        inputs['text_segments'] (B, T_t) int segment ids (0 when absent).
+      masks: modality -> (B, T_m) bool, True on real steps (for tokens: the attention mask).
       train: enables dropout.
 
     Returns:
@@ -67,7 +73,14 @@ class FascaNet(nn.Module):
       raise ValueError(f'model expects modalities {tuple(self.modalities)}; missing {missing}')
     xs, ms = {}, {}
     for m in self.modalities:
-      x = inputs[m].astype(self.dtype)
+      x = inputs[m]
+      if m == modalities_lib.REFERENCE and self.text_encoder != text_encoder_lib.FEATURES:
+        x, _ = text_encoder_lib.TextEncoder(
+          config=text_encoder_lib.load_config(self.text_encoder),
+          dtype=self.dtype,
+          name=text_encoder_lib.NAME,
+        )(x, masks[m], inputs.get(f'{m}_segments'), train=train)  # (B, T_t, H)
+      x = x.astype(self.dtype)
       cls = self.param(f'cls_{m}', nn.initializers.normal(0.02), (1, 1, x.shape[-1]))
       xs[m] = jnp.concatenate(
         [jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])).astype(self.dtype), x], axis=1
