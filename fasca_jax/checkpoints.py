@@ -72,6 +72,9 @@ RUN_CONTROL_FIELDS = (
   'skip_nonfinite',
   'seeds',
   'seed_parallel',
+  'data_placement',  # every placement trains on the same batches (`fasca_jax.indexing`).
+  'steps_per_call',  # the batch and dropout key are functions of the step, not of K.
+  'compilation_cache_dir',
   'model.attention',
   'model.deform_method',
 )

@@ -162,6 +162,9 @@ def test_guarded_and_run_control_fields():
     ('keep_checkpoints', 5),
     ('skip_nonfinite', True),
     ('seeds', '1,2'),
+    ('data_placement', 'stream'),
+    ('steps_per_call', 4),
+    ('compilation_cache_dir', ''),
     ('model.attention', 'dense'),
     ('model.deform_method', 'gather'),
   ):
