@@ -345,6 +345,15 @@ class JittedSteps:
       )
     return state
 
+  def abstract_state(self) -> TrainState:
+    """The train state's shapes, dtypes and (replicated) shardings, read from the compiled init
+    program (which the run needs anyway): what a restore needs, without tracing the model again
+    as `checkpoints.abstract_state` does."""
+    return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated),
+      self.program('init', np.int32(0)).out_info,
+    )
+
   def stack(self, states):
     """S states (or parameters) of the seeds of a group -> one with a leading axis of S,
     replicated on the mesh."""

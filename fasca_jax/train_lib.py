@@ -98,7 +98,7 @@ def _train(configs, workdirs, *, jitted, stacked: bool) -> list[dict]:
     raise ValueError(
       'train_and_evaluate(jitted=...) needs steps built from the same config up to config.seed.'
     )
-  abstract = checkpoints.abstract_state(c)
+  abstract = jitted.abstract_state()
   runs = []
   for config, workdir in zip(configs, workdirs):
     checkpoints.check_workdir(

@@ -54,6 +54,19 @@ def _first_batch(config):
   )
 
 
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_abstract_state_of_the_compiled_init_equals_eval_shape(data_dir, dtype):
+  """The loop reads the state's shapes from the compiled init program; restores elsewhere
+  (eval.py) trace them with `jax.eval_shape`: both must give the same tree."""
+  config = tiny_config(data_dir)
+  config.dtype = dtype
+  from_program = _jitted(config, 12, 6).abstract_state()
+  traced = checkpoints.abstract_state(config)
+  assert jax.tree.structure(from_program) == jax.tree.structure(traced)
+  for a, b in zip(jax.tree.leaves(from_program), jax.tree.leaves(traced)):
+    assert (a.shape, a.dtype, a.sharding) == (b.shape, b.dtype, b.sharding)
+
+
 def test_train_and_evaluate_writes_results_metrics_and_checkpoints(trained):
   config, workdir, results = trained
   assert set(results) == {'valid', 'test'}
