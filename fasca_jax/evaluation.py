@@ -67,7 +67,8 @@ def evaluate(
   """One pass of `params` over `split` ('train', 'valid' or 'test') -> (metrics, host arrays).
 
   `perturb` (robustness evaluation, `fasca_jax.robustness`) maps each host batch to the batch
-  evaluated instead (same layout and shapes), before it goes to the devices.
+  evaluated instead (same layout and shapes), before it goes to the devices: it needs `data`
+  placed on the host.
 
   The host arrays `output`, `target`, `loss`, `index` (and `id` (N,) str with `with_ids`) hold
   the N real examples (padding rows dropped) in evaluation order: the stored order of the split,
@@ -80,12 +81,7 @@ def evaluate(
     raise ValueError(f'unknown split {split!r}: expected one of {sorted(SPLITS)}')
   distributed.check_batch_size(batch_size, 'eval_batch_size')
   if data is None:
-    mode = placement.choose(jitted.config, dataset)
-    if perturb is not None and mode == 'device':
-      mode = 'host'  # perturbations apply to host batches.
-    data = eval_data(
-      jitted.config, dataset, split, mesh=jitted.mesh, batch_size=batch_size, mode=mode
-    )
+    data = eval_data(jitted.config, dataset, split, mesh=jitted.mesh, batch_size=batch_size)
   host = _outputs(jitted, params, data, perturb=perturb)
   return _scores(jitted, dataset, split, host, with_ids)
 

@@ -50,6 +50,7 @@ from fasca_jax import evaluation
 from fasca_jax import input_pipeline
 from fasca_jax import modalities as modalities_lib
 from fasca_jax import perturbations as perturbations_lib
+from fasca_jax import placement
 from fasca_jax import runs
 from fasca_jax import steps
 from fasca_jax import tasks
@@ -136,9 +137,25 @@ def evaluate_run(
   state, step = restored.state, restored.step
   needs_scale = any(p.kind == 'noise' for p in perturbations)
   scales = feature_scales(dataset) if needs_scale else None
-  evaluate = functools.partial(
-    evaluation.evaluate, jitted, state.params, dataset, batch_size=config.eval_batch_size
-  )
+  plain_mode = placement.choose(config, dataset)  # as eval.py places it: the same plain metrics
+  data = {}  # (split, mode) -> EvalData, placed once
+
+  def evaluate(split, perturb=None):
+    mode = plain_mode if perturb is None else 'host'  # perturbations apply to host batches.
+    if (split, mode) not in data:
+      data[split, mode] = evaluation.eval_data(
+        config, dataset, split, mesh=jitted.mesh, batch_size=config.eval_batch_size, mode=mode
+      )
+    return evaluation.evaluate(
+      jitted,
+      state.params,
+      dataset,
+      split,
+      batch_size=config.eval_batch_size,
+      data=data[split, mode],
+      perturb=perturb,
+    )
+
   plain = {split: evaluate(split)[0] for split in splits}  # the identity row of every curve.
   out = {'step': step, 'plain': plain, 'perturbed': {}, 'unaffected': []}
   for p in perturbations:

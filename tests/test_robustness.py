@@ -19,6 +19,7 @@ from fasca_jax import config_io
 from fasca_jax import evaluation
 from fasca_jax import input_pipeline
 from fasca_jax import perturbations
+from fasca_jax import placement
 from fasca_jax import robustness
 from fasca_jax import runs
 
@@ -105,6 +106,26 @@ def test_run_table_has_one_row_per_intensity_and_plain_metrics_at_the_identity(
   by_name = {(r['kind'], r['split']): r['runs']['run']['metrics'] for r in run_reports}
   for kind, strongest in (('missing', 2), ('shift', 0), ('noise', 1), ('drop_steps', 1)):
     assert not same(by_name[kind, 'test'][strongest], plain['test']), kind  # reaches the model
+
+
+def test_each_split_is_placed_once_per_placement(data_dir, run_dir, monkeypatch):
+  """Every intensity of every perturbation reuses the split's host data (placed once), and the
+  plain pass the split placed as eval.py places it (tiny: on the device)."""
+  placed = []
+  init = placement.EvalData.__init__
+
+  def counting_init(self, mode, dataset, split, **kwargs):
+    placed.append((split, mode))
+    init(self, mode, dataset, split, **kwargs)
+
+  monkeypatch.setattr(placement.EvalData, '__init__', counting_init)
+  config = tiny(data_dir)
+  robustness.evaluate_run(
+    config, run_dir, perturbations.parse_all(SPECS), ('valid', 'test'), seed=0
+  )
+  assert sorted(placed) == sorted(
+    (split, mode) for split in ('validation', 'test') for mode in ('device', 'host')
+  )
 
 
 def test_perturbed_metrics_are_deterministic_for_a_seed(data_dir, run_dir, run_reports):
