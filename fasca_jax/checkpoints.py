@@ -516,9 +516,14 @@ class Preemption:
     """What stopped the run, for the log: the signal, or another process's request."""
     return self.signal_name or 'a stop signal to another process'
 
-  def should_stop(self) -> bool:
-    """True on every process as soon as any process was asked to stop."""
+  def should_stop(self, *, agree: bool = True) -> bool:
+    """Whether to stop now: in a single process, as soon as it was asked. In a multi-process
+    run all processes stop at the same step: they agree (one all-gather, which waits for every
+    process) only where `agree` is True, and never stop elsewhere; the loop agrees at its log
+    windows and epoch ends, so that the calls in between run without waiting for each other."""
     if jax.process_count() == 1:
       return self.requested
+    if not agree:
+      return False
     flags = multihost_utils.process_allgather(np.array([self.requested]))
     return bool(np.any(flags))

@@ -201,7 +201,7 @@ def _train(configs, workdirs, *, jitted, stacked: bool) -> list[dict]:
             ' '.join(f'{k}={v:.4f}' for k, v in val.items()),
           )
         throughput.start(step)  # the next window times training, not this validation.
-      if preemption.should_stop():
+      if preemption.should_stop(agree=step % c.log_every_steps == 0 or step % steps_per_epoch == 0):
         for run, run_state in zip(runs, members(state)):
           run.ckpt.save(run_state, _position(step))
         for run in runs:

@@ -311,6 +311,30 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def test_processes_agree_to_stop_only_where_the_loop_asks_them(monkeypatch):
+  """With several processes a stop request waits for the next agreement point (one
+  all-gather there, none in between); a single process stops at once."""
+  gathered = []
+  preemption = checkpoints.Preemption()
+  preemption.requested = True
+  assert preemption.should_stop(agree=False)  # one process: at once.
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(
+    checkpoints.multihost_utils,
+    'process_allgather',
+    lambda x: gathered.append(x) or np.stack([x, np.zeros_like(x)]),
+  )
+  assert not preemption.should_stop(agree=False) and not gathered
+  assert preemption.should_stop(agree=True) and len(gathered) == 1
+  preemption.requested = False  # another process's request reaches this one.
+  monkeypatch.setattr(
+    checkpoints.multihost_utils, 'process_allgather', lambda x: np.stack([x, np.ones_like(x)])
+  )
+  assert (
+    preemption.should_stop(agree=True) and preemption.reason == 'a stop signal to another process'
+  )
+
+
 def test_distributed_settings_from_flags_or_environment(monkeypatch):
   for name in distributed.ENV.values():
     monkeypatch.delenv(name, raising=False)
