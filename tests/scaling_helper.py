@@ -37,6 +37,7 @@ from fasca_jax import cli
 from fasca_jax import input_pipeline
 from fasca_jax import placement
 from fasca_jax import steps
+import train_hooks  # tests/, this script's directory
 
 
 def _options(argv):
@@ -48,22 +49,14 @@ def _options(argv):
 
 def _wrap_train_step(after_step):
   """Calls `after_step(step)` after every call of the train programs the loop runs (one step
-  per call unless --config.steps_per_call says otherwise)."""
-  program = steps.JittedSteps.program
+  per call unless --config.steps_per_call says otherwise), in every `JittedSteps` built."""
+  init = steps.JittedSteps.__init__
 
-  def wrapped(self, name, *args, **static):
-    compiled = program(self, name, *args, **static)
-    if not name.startswith('train'):
-      return compiled
+  def hooked_init(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    train_hooks.after_train_calls(self, lambda state: after_step(int(state.step)) or state)
 
-    def train(state, data):
-      state, metrics = compiled(state, data)
-      after_step(int(state.step))
-      return state, metrics
-
-    return train
-
-  steps.JittedSteps.program = wrapped
+  steps.JittedSteps.__init__ = hooked_init
 
 
 def _run_train(argv):
