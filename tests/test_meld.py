@@ -241,15 +241,21 @@ def test_train_a_text_encoder_on_text_tokens(tmp_path, placement):
   assert moved.max() > 0
 
 
-def test_build_multimodal_config(tmp_path, encoder):
-  manual = tmp_path / 'manual'
-  _write_csvs(manual)
+def _write_clips(manual: pathlib.Path, skip=()) -> None:
+  """A 1-second synthetic clip per fixture utterance, its tone `_tone_hz`, in MELD's clip
+  folders; the (split, id) pairs in `skip` get none."""
   for split, expected in EXPECTED.items():
     clip_dir = manual / meld.SPLIT_FILES[split][1]
     clip_dir.mkdir()
     for index, (uid, *_) in enumerate(expected):
-      if (split, uid) != MISSING_CLIP:
+      if (split, uid) not in skip:
         synthetic.write_clip(clip_dir / f'{uid}.mp4', 1.0, tone_hz=_tone_hz(split, index))
+
+
+def test_build_multimodal_config(tmp_path, encoder):
+  manual = tmp_path / 'manual'
+  _write_csvs(manual)
+  _write_clips(manual, skip=(MISSING_CLIP,))
   builder = meld.Meld(config='multimodal', data_dir=tmp_path / 'data', num_workers=0)
   _build(builder, manual)
 
@@ -286,11 +292,7 @@ def test_build_with_the_field_extractors(tmp_path, encoder):
   face, so every sampled frame falls back to the whole frame and is counted."""
   manual = tmp_path / 'manual'
   _write_csvs(manual)
-  for split, expected in EXPECTED.items():
-    clip_dir = manual / meld.SPLIT_FILES[split][1]
-    clip_dir.mkdir()
-    for index, (uid, *_) in enumerate(expected):
-      synthetic.write_clip(clip_dir / f'{uid}.mp4', 1.0, tone_hz=_tone_hz(split, index))
+  _write_clips(manual)
   builder = meld.Meld(config='multimodal_egemaps_face', data_dir=tmp_path / 'data', num_workers=0)
   _build(builder, manual)
   features = builder.info.features
