@@ -83,7 +83,7 @@ class _Run:
 
 def _train(configs, workdirs, *, jitted, stacked: bool) -> list[dict]:
   """The loop, over one run or (`stacked`) a group of runs differing only in the seed."""
-  c = configs[0]
+  t_start, c = time.perf_counter(), configs[0]
   for config, workdir in zip(configs, workdirs):  # first: a refusal leaves every workdir as it was.
     checkpoints.guard_config(config, workdir)
   startup.enable_compilation_cache(c.get('compilation_cache_dir'))
@@ -145,7 +145,9 @@ def _train(configs, workdirs, *, jitted, stacked: bool) -> list[dict]:
       if i == 0:
         throughput.start(step, after=state)  # the first call warms up: time the ones after.
         logging.info(
-          'time to first step: %.1f s (from process start)', startup.seconds_since_start()
+          'time to first step: %.1f s (from process start; %.1f s of this run)',
+          startup.seconds_since_start(),
+          time.perf_counter() - t_start,
         )
       if step % c.log_every_steps == 0 or step == total_steps:
         _check_nonfinite(runs, state)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -234,6 +235,8 @@ def test_second_run_loads_every_program_from_the_compilation_cache(data_dir, tmp
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     (line,) = [x for x in proc.stderr.splitlines() if 'time to first step: ' in x]
+    times = re.search(r'time to first step: ([0-9.]+) s \(from process start; ([0-9.]+) s of', line)
+    assert float(times[2]) <= float(times[1]), line  # this run started after the process.
     print(run, line.split('] ')[-1])
     listings.append(sorted(p.name for p in cache.iterdir()))
   assert listings[0] and listings[1] == listings[0]
