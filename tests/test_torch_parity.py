@@ -178,28 +178,37 @@ def test_loss_gradients_match(task, num_classes):
     assert err <= GRAD_RTOL * expected[name].abs().max().item(), name
 
 
-def test_optimizer_steps_match():
-  """AdamW + warm-up/cosine schedule + global-norm clipping: same updates from same gradients."""
-  config = tiny_config()
-  config.optimizer.update(lr=1e-2, warmup_epochs=1.0, grad_clip_norm=0.5)
-  total_steps, steps_per_epoch = 6, 2
-  params = flax_params('regression', 1)
-  model = torch_model(config, params)
+def _step_both(config, params, model, *, total_steps: int, steps_per_epoch: int, seed: int):
+  """The same random gradients, `total_steps` times, through `steps.make_optimizer` (optax) and
+  the twin's `make_optimizer` on `model` (frozen parameters get no gradient and stay out of the
+  clip norm) -> optax's resulting parameters under the twin's names."""
   opt, sched = torch_reference.make_optimizer(config, model, total_steps, steps_per_epoch)
   tx, _ = steps.make_optimizer(config, total_steps, steps_per_epoch)
   opt_state = tx.init(params)
   update = jax.jit(tx.update)
-  rng = np.random.default_rng(4)
+  rng = np.random.default_rng(seed)
   for _ in range(total_steps):
     grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
     updates, opt_state = update(grads, opt_state, params)
     params = jax.tree.map(lambda p, u: p + u, params, updates)
     for name, g in torch_reference.flax_to_torch(model, grads).items():
-      model.get_parameter(name).grad = g
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip_norm)
+      if model.get_parameter(name).requires_grad:
+        model.get_parameter(name).grad = g
+    torch.nn.utils.clip_grad_norm_(
+      [p for p in model.parameters() if p.requires_grad], config.optimizer.grad_clip_norm
+    )
     opt.step()
     sched.step()
-  expected = torch_reference.flax_to_torch(model, params)
+  return torch_reference.flax_to_torch(model, params)
+
+
+def test_optimizer_steps_match():
+  """AdamW + warm-up/cosine schedule + global-norm clipping: same updates from same gradients."""
+  config = tiny_config()
+  config.optimizer.update(lr=1e-2, warmup_epochs=1.0, grad_clip_norm=0.5)
+  params = flax_params('regression', 1)
+  model = torch_model(config, params)
+  expected = _step_both(config, params, model, total_steps=6, steps_per_epoch=2, seed=4)
   for name, p in model.named_parameters():
     np.testing.assert_allclose(
       p.detach().numpy(), expected[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name
@@ -321,31 +330,13 @@ def test_text_encoder_optimizer_groups_match():
   config = encoder_config(frozen_layers=1)
   config.optimizer.update(lr=1e-2, warmup_epochs=1.0, grad_clip_norm=0.5, weight_decay=0.1)
   config.optimizer.text_encoder_weight_decay = 0.05
-  total_steps, steps_per_epoch = 5, 2
   params = encoder_params()
   model = torch_model(config, params)
-  opt, sched = torch_reference.make_optimizer(config, model, total_steps, steps_per_epoch)
+  expected = _step_both(config, params, model, total_steps=5, steps_per_epoch=2, seed=6)
   frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
   assert frozen and all(
     n.startswith(('text_encoder.embeddings.', 'text_encoder.layer_0.')) for n in frozen
   )
-  tx, _ = steps.make_optimizer(config, total_steps, steps_per_epoch)
-  opt_state = tx.init(params)
-  update = jax.jit(tx.update)
-  rng = np.random.default_rng(6)
-  for _ in range(total_steps):
-    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
-    updates, opt_state = update(grads, opt_state, params)
-    params = jax.tree.map(lambda p, u: p + u, params, updates)
-    for name, g in torch_reference.flax_to_torch(model, grads).items():
-      if name not in frozen:
-        model.get_parameter(name).grad = g
-    torch.nn.utils.clip_grad_norm_(
-      [p for p in model.parameters() if p.requires_grad], config.optimizer.grad_clip_norm
-    )
-    opt.step()
-    sched.step()
-  expected = torch_reference.flax_to_torch(model, params)
   start = torch_reference.flax_to_torch(model, encoder_params())
   for name, p in model.named_parameters():
     np.testing.assert_allclose(
