@@ -149,7 +149,9 @@ def _train(configs, workdirs, *, jitted, stacked: bool) -> list[dict]:
           startup.seconds_since_start(),
           time.perf_counter() - t_start,
         )
-      if step % c.log_every_steps == 0 or step == total_steps:
+      window_end = step % c.log_every_steps == 0 or step == total_steps
+      epoch_end = step % steps_per_epoch == 0
+      if window_end:
         _check_nonfinite(runs, state)
         rate = throughput.rate(step)
         history = jax.device_get(history)
@@ -171,7 +173,7 @@ def _train(configs, workdirs, *, jitted, stacked: bool) -> list[dict]:
           run.writer.write(step, 'train', {**scalars, **({'samples_per_s': rate} if rate else {})})
         history = []
         throughput.start(step)
-      if step % steps_per_epoch == 0:
+      if epoch_end:
         t_epoch = time.time()
         _check_nonfinite(runs, state)
         if stacked:
@@ -203,7 +205,7 @@ def _train(configs, workdirs, *, jitted, stacked: bool) -> list[dict]:
             ' '.join(f'{k}={v:.4f}' for k, v in val.items()),
           )
         throughput.start(step)  # the next window times training, not this validation.
-      if preemption.should_stop(agree=step % c.log_every_steps == 0 or step % steps_per_epoch == 0):
+      if preemption.should_stop(agree=window_end or epoch_end):
         for run, run_state in zip(runs, members(state)):
           run.ckpt.save(run_state, _position(step))
         for run in runs:

@@ -52,9 +52,13 @@ def _wrap_train_step(after_step):
   per call unless --config.steps_per_call says otherwise), in every `JittedSteps` built."""
   init = steps.JittedSteps.__init__
 
+  def after(state):
+    after_step(int(state.step))
+    return state
+
   def hooked_init(self, *args, **kwargs):
     init(self, *args, **kwargs)
-    train_hooks.after_train_calls(self, lambda state: after_step(int(state.step)) or state)
+    train_hooks.after_train_calls(self, after)
 
   steps.JittedSteps.__init__ = hooked_init
 
